@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    """Users, roles (viewer/deployer/admin groups) and API tokens."""
+
+    name = "dashboard.accounts"
+    label = "accounts"

@@ -1,0 +1,93 @@
+"""The HTTP API under /api/ (CONTRACT.md section 4), assembled from the apps'
+routers. Auth: the browser session (with CSRF) or ``Authorization: Token <key>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import APIKeyHeader, django_auth
+
+from dashboard.accounts.services import token_authenticate
+from dashboard.aws.errors import AwsError
+from dashboard.deployments.apis import router as deployments_router
+from dashboard.deployments.services import DeploymentError
+from dashboard.registry.apis import router as registry_router
+from dashboard.registry.names import InvalidName
+
+
+class TokenAuth(APIKeyHeader):
+    """``Authorization: Token <key>`` with a key from create_api_token."""
+
+    param_name = "Authorization"
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        if not key:
+            return None
+        scheme, _, raw = key.partition(" ")
+        if scheme.lower() != "token" or not raw.strip():
+            return None
+        user = token_authenticate(raw.strip())
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="ModelDeck API",
+    version="1",
+    description="Model versions and deployments. See README, section API.",
+    auth=[TokenAuth(), django_auth],
+    openapi_url="/schema",
+    docs_url="/docs",
+    urls_namespace="api",
+)
+api.add_router("/models", registry_router)
+api.add_router("/", deployments_router)
+
+
+def _error(request: HttpRequest, status: int, detail: str, **extra: Any) -> HttpResponse:
+    return api.create_response(request, {"detail": detail, **extra}, status=status)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    problems = []
+    for error in exc.errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in {"body", "payload"})
+        problems.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+    return _error(request, 400, "; ".join(problems) or "invalid request", errors=exc.errors)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(
+        request, 401, "authentication required: sign in or send 'Authorization: Token <key>'"
+    )
+
+
+@api.exception_handler(InvalidName)
+def _invalid_name(request: HttpRequest, exc: InvalidName) -> HttpResponse:
+    return _error(request, 400, str(exc))
+
+
+@api.exception_handler(DeploymentError)
+def _deployment_error(request: HttpRequest, exc: DeploymentError) -> HttpResponse:
+    return _error(request, exc.status, str(exc))
+
+
+@api.exception_handler(AwsError)
+def _aws_error(request: HttpRequest, exc: AwsError) -> HttpResponse:
+    return _error(request, 503 if exc.transient else 502, f"AWS call failed: {exc}")
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(request, 404, str(exc) or "not found")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return _error(request, exc.status_code, str(exc))

@@ -1,0 +1,44 @@
+"""One boto3 client per service, built once per process with explicit limits.
+
+boto3 reads ``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_<SERVICE>`` from the
+environment itself, which is how the local stack points these clients at the
+embedded AWS and the App Runner stand-in.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from django.conf import settings
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+
+
+def client(service_name: str) -> Any:
+    """Return the process-wide client for ``service_name`` (thread-safe; boto3
+    clients themselves are safe to share between threads)."""
+    existing = _clients.get(service_name)
+    if existing is not None:
+        return existing
+    with _lock:
+        existing = _clients.get(service_name)
+        if existing is None:
+            config = Config(
+                region_name=settings.AWS_REGION,
+                connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+                read_timeout=settings.AWS_READ_TIMEOUT,
+                retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+            )
+            existing = boto3.session.Session().client(service_name, config=config)  # type: ignore[call-overload]
+            _clients[service_name] = existing
+        return existing
+
+
+def reset_clients() -> None:
+    """Forget every cached client (tests that change endpoints or settings)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,134 @@
+"""Amazon S3: the model artifacts and their manifests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+
+from dashboard.aws.clients import client
+from dashboard.aws.errors import AwsError, AwsNotFoundError, translate
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def _s3() -> S3Client:
+    return cast("S3Client", client("s3"))
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: dt.datetime
+    etag: str = ""
+    version_id: str | None = None
+
+
+def iter_objects(*, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+    """Yield every current object under ``prefix`` (all pages, 1000 keys a call)."""
+    try:
+        paginator = _s3().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=item["Key"],
+                    size=int(item.get("Size", 0)),
+                    last_modified=item["LastModified"],
+                    etag=str(item.get("ETag", "")).strip('"'),
+                )
+    except Exception as exc:
+        raise translate(exc, operation="ListObjectsV2") from exc
+
+
+def list_prefixes(*, bucket: str, prefix: str) -> list[str]:
+    """Return the "folders" directly under ``prefix`` (each ends with ``/``)."""
+    try:
+        paginator = _s3().get_paginator("list_objects_v2")
+        found: list[str] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []) if "Prefix" in p)
+        return found
+    except Exception as exc:
+        raise translate(exc, operation="ListObjectsV2") from exc
+
+
+def head_object(*, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo | None:
+    """Return the object's current (or given) version, or None when it does not exist."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        response = _s3().head_object(**kwargs)
+    except Exception as exc:
+        error = translate(exc, operation="HeadObject")
+        if isinstance(error, AwsNotFoundError):
+            return None
+        raise error from exc
+    return ObjectInfo(
+        key=key,
+        size=int(response.get("ContentLength", 0)),
+        last_modified=response["LastModified"],
+        etag=str(response.get("ETag", "")).strip('"'),
+        version_id=response.get("VersionId"),
+    )
+
+
+def get_json(*, bucket: str, key: str) -> Any | None:
+    """Return the parsed JSON document at ``key``, or None when there is none.
+
+    Raises AwsError when the object exists but is not JSON.
+    """
+    try:
+        response = _s3().get_object(Bucket=bucket, Key=key)
+        body = response["Body"].read()
+    except Exception as exc:
+        error = translate(exc, operation="GetObject")
+        if isinstance(error, AwsNotFoundError):
+            return None
+        raise error from exc
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise AwsError(f"s3://{bucket}/{key} is not valid JSON: {exc}") from exc
+
+
+def put_json(*, bucket: str, key: str, document: Any) -> str | None:
+    """Write ``document`` as JSON; return the new object's version id."""
+    try:
+        response = _s3().put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=orjson.dumps(document, option=orjson.OPT_INDENT_2),
+            ContentType="application/json",
+        )
+    except Exception as exc:
+        raise translate(exc, operation="PutObject") from exc
+    return response.get("VersionId")
+
+
+def put_file(*, bucket: str, key: str, path: Path, sha256_b64: str | None = None) -> str | None:
+    """Upload a local file in one PUT (small files: the demo model, tests);
+    with ``sha256_b64`` S3 verifies the bytes it stored. Return the version id."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": "application/octet-stream"}
+    if sha256_b64:
+        kwargs["ChecksumSHA256"] = sha256_b64
+    try:
+        with path.open("rb") as body:
+            response = _s3().put_object(Body=body, **kwargs)
+    except Exception as exc:
+        raise translate(exc, operation="PutObject") from exc
+    return response.get("VersionId")
+
+
+def delete_object(*, bucket: str, key: str) -> None:
+    """Delete the current version of ``key`` (bucket versioning keeps the bytes)."""
+    try:
+        _s3().delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        raise translate(exc, operation="DeleteObject") from exc

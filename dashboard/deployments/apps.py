@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class DeploymentsConfig(AppConfig):
+    """Environments of a model and the deployments that change what they serve."""
+
+    name = "dashboard.deployments"
+    label = "deployments"

@@ -1,0 +1,56 @@
+"""The promoted-version pointer (CONTRACT.md section 2)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+
+from dashboard.registry.selectors import VersionInfo
+
+
+class PointerError(ValueError):
+    """The version cannot be pointed at (no manifest, no S3 version id...)."""
+
+
+def pointer_build(
+    *, info: VersionInfo, bucket: str, promoted_by: str, reason: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The pointer document pinning ``info``'s artifact by S3 version id and SHA-256."""
+    if info.sha256 is None or info.input_shape is None:
+        raise PointerError(f"version {info.version} has no manifest to pin")
+    if not info.s3_version_id or info.s3_version_id == "null":
+        raise PointerError(
+            f"the artifact of {info.version} has no S3 version id: enable versioning on the bucket"
+        )
+    return {
+        "schema": 1,
+        "model": info.model,
+        "version": info.version,
+        "bucket": bucket,
+        "key": info.key,
+        "s3_version_id": info.s3_version_id,
+        "sha256": info.sha256,
+        "size": info.size,
+        "format": info.format,
+        "input": {"shape": info.input_shape, "dtype": info.input_dtype},
+        "promoted_by": promoted_by,
+        "promoted_at": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "reason": reason,
+    }
+
+
+def pointer_dumps(pointer: dict[str, Any]) -> str:
+    return orjson.dumps(pointer).decode()
+
+
+def pointer_loads(value: str | None) -> dict[str, Any] | None:
+    """Parse a stored pointer; None for a missing or unreadable one."""
+    if not value:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("version"), str) else None

@@ -1,0 +1,56 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse
+from django.urls import path, register_converter
+from django.views.generic import RedirectView
+
+from dashboard.api import api
+from dashboard.deployments import views as deployment_views
+from dashboard.registry import views as registry_views
+
+
+class BoundedIntConverter:
+    """Path ids that fit a 63-bit integer, so a huge number is a 404, not a
+    database overflow."""
+
+    regex = r"[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(BoundedIntConverter, "id")
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")
+
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="models", permanent=False)),
+    path("healthz", healthz),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="accounts/login.html"),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("models/", registry_views.models_page, name="models"),
+    path("models/<str:model>/", registry_views.model_page, name="model"),
+    path(
+        "models/<str:model>/environments/<str:environment>/promote",
+        deployment_views.promote,
+        name="promote",
+    ),
+    path(
+        "models/<str:model>/environments/<str:environment>/rollback",
+        deployment_views.rollback,
+        name="rollback",
+    ),
+    path("deployments/<id:deployment_id>/", deployment_views.deployment_page, name="deployment"),
+    path("admin/", admin.site.urls),
+    path("api/", api.urls),
+]
