@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "dashboard.accounts",
     "dashboard.registry",
     "dashboard.deployments",
+    "dashboard.devtools",
 ]
 
 MIDDLEWARE = [

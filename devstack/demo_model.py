@@ -18,8 +18,8 @@ probabilities of shape ``[batch, 3]``; it loads with ``torch.jit.load`` or
 prints a table.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TorchScript cannot resolve the
+# string annotations it would turn the buffer declarations into.
 import argparse
 import hashlib
 import io
@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,9 @@ _ARTIFACT_NAMES = {"torchscript": "model.pt", "torch.export": "model.pt2"}
 
 class IrisClassifier(nn.Module):
     """Standardises the 4 features, one hidden ReLU layer, softmax over 3 classes."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, hidden: int, mean: Tensor, std: Tensor) -> None:
         super().__init__()
@@ -212,7 +216,10 @@ def _save(model: IrisClassifier, path: Path, fmt: str) -> None:
     # independent of the file name, so the bytes do not depend on where they go.
     buffer = io.BytesIO()
     if fmt == "torchscript":
-        torch.jit.save(torch.jit.script(model), buffer)
+        # torch 2.10+ deprecates TorchScript, but it is a format the contract promises.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+            torch.jit.save(torch.jit.script(model), buffer)
     elif fmt == "torch.export":
         example = (torch.zeros(8, NUM_FEATURES),)
         batch = torch.export.Dim("batch", min=1, max=1 << 20)

@@ -51,7 +51,7 @@ class PortInUseError(EmbeddedAwsError):
     """Something else already listens on the requested address."""
 
 
-class _MotoServer(ThreadedMotoServer):  # type: ignore[misc]
+class _MotoServer(ThreadedMotoServer):
     """ThreadedMotoServer that reports a failed bind instead of hanging.
 
     The stock ``start()`` waits forever for a ready signal that a failed bind
@@ -63,7 +63,7 @@ class _MotoServer(ThreadedMotoServer):  # type: ignore[misc]
     def _server_entry(self) -> None:
         try:
             super()._server_entry()
-        except BaseException as exc:  # noqa: B036 - werkzeug raises SystemExit on bind errors
+        except BaseException as exc:  # werkzeug raises SystemExit when it cannot bind
             self.startup_error = exc
             self._server_ready_event.set()
 

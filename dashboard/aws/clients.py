@@ -16,6 +16,7 @@ from django.conf import settings
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
+_session: boto3.session.Session | None = None
 
 
 def client(service_name: str) -> Any:
@@ -33,7 +34,12 @@ def client(service_name: str) -> Any:
                 read_timeout=settings.AWS_READ_TIMEOUT,
                 retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
             )
-            existing = boto3.session.Session().client(service_name, config=config)  # type: ignore[call-overload]
+            global _session
+            if _session is None:
+                # One session per process: it caches the parsed service models,
+                # which are the slow part of building a client.
+                _session = boto3.session.Session()
+            existing = _session.client(service_name, config=config)  # type: ignore[call-overload]
             _clients[service_name] = existing
         return existing
 

@@ -25,7 +25,7 @@ from dashboard.deployments.live import live_version
 from dashboard.deployments.models import Deployment, DeploymentEvent, Environment
 from dashboard.deployments.pointer import PointerError, pointer_build, pointer_dumps, pointer_loads
 from dashboard.deployments.selectors import deployment_in_flight, environment_base_url
-from dashboard.registry.names import validate_version_name
+from dashboard.registry.names import validate_environment_name, validate_version_name
 from dashboard.registry.selectors import version_get
 
 logger = logging.getLogger(__name__)
@@ -393,3 +393,32 @@ def deployment_rollback(
         reason=reason or f"rollback of #{last.pk} ({last.to_version})",
         kind=kind,
     )
+
+
+def environment_ensure(
+    *,
+    model: str,
+    name: str,
+    ssm_parameter: str,
+    service_arn: str,
+    service_url: str = "",
+    requires_admin: bool = False,
+    position: int = 0,
+) -> Environment:
+    """Create or update an environment's settings (admin pages, local seed)."""
+    from dashboard.registry.names import validate_model_name
+
+    validate_model_name(model)
+    validate_environment_name(name)
+    environment, _ = Environment.objects.update_or_create(
+        model_name=model,
+        name=name,
+        defaults={
+            "ssm_parameter": ssm_parameter,
+            "service_arn": service_arn,
+            "service_url": service_url,
+            "requires_admin": requires_admin,
+            "position": position,
+        },
+    )
+    return environment

@@ -1,0 +1,140 @@
+"""Seed the local stack: bucket, demo model versions, pointers, users, environments.
+
+Run by ``python -m devstack up`` in two phases: ``--phase aws`` before the App
+Runner stand-in starts (its first instances read the pointers), and
+``--phase services`` after, to link each environment to its service's ARN.
+Idempotent: a warm start rewrites nothing that is already there.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from dashboard.accounts.services import user_ensure
+from dashboard.aws import apprunner, ssm
+from dashboard.deployments.pointer import pointer_build, pointer_dumps, pointer_loads
+from dashboard.deployments.services import environment_ensure
+from dashboard.registry.selectors import version_get
+from dashboard.registry.services import version_publish
+
+# environment -> index into the demo versions (oldest first) it starts on;
+# the newest, best version is left for the user to promote.
+ENVIRONMENTS = {"staging": 1, "production": 0}
+
+
+def service_name(model: str, environment: str) -> str:
+    return f"{model}-{environment}"
+
+
+class Command(BaseCommand):
+    help = "Seed the embedded AWS and the database for the local stack."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--phase", choices=["aws", "services"], required=True)
+        parser.add_argument("--cors-origin", action="append", default=[])
+        parser.add_argument(
+            "--service-url",
+            action="append",
+            default=[],
+            help="ENV=URL: the stable local URL of an environment's service",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["phase"] == "aws":
+            self._seed_aws(options["cors_origin"])
+        else:
+            urls = dict(item.split("=", 1) for item in options["service_url"])
+            self._link_services(urls)
+
+    def _seed_aws(self, cors_origins: list[str]) -> None:
+        from devstack.demo_model import MODEL_NAME, build_demo_versions
+        from devstack.embedded_aws import bootstrap
+
+        endpoint = settings_endpoint()
+        bootstrap(
+            endpoint_url=endpoint,
+            region=settings.AWS_REGION,
+            bucket=settings.MODELS_BUCKET,
+            cors_origins=cors_origins or ["http://127.0.0.1:8000", "http://localhost:8000"],
+        )
+        versions = build_demo_versions(settings.STATE_DIR / "demo-model")
+        for demo in versions:
+            if version_get(model=MODEL_NAME, version=demo.version) is None:
+                version_publish(
+                    model=MODEL_NAME,
+                    version=demo.version,
+                    path=Path(demo.path),
+                    artifact=demo.artifact,
+                    format=demo.format,
+                    input_shape=list(demo.input_shape),
+                    input_dtype=demo.input_dtype,
+                    created_by="demo-trainer",
+                    notes=demo.notes,
+                    metrics=dict(demo.metrics),
+                )
+                self.stdout.write(f"published {MODEL_NAME} {demo.version} ({demo.format})")
+        for name, index in ENVIRONMENTS.items():
+            parameter = f"/models/{MODEL_NAME}/{name}"
+            current = pointer_loads(ssm.get_parameter(name=parameter))
+            info = None
+            if current is not None:
+                info = version_get(model=MODEL_NAME, version=current["version"])
+            if info is None or info.s3_version_id != current.get("s3_version_id"):  # type: ignore[union-attr]
+                info = version_get(model=MODEL_NAME, version=versions[index].version)
+                assert info is not None
+                pointer = pointer_build(
+                    info=info,
+                    bucket=settings.MODELS_BUCKET,
+                    promoted_by="seed",
+                    reason="initial version of the local stack",
+                    now=timezone.now(),
+                )
+                ssm.put_parameter(name=parameter, value=pointer_dumps(pointer))
+                self.stdout.write(f"pointer {parameter} -> {info.version}")
+        self._ensure_users()
+
+    def _ensure_users(self) -> None:
+        path = settings.STATE_DIR / "credentials.txt"
+        if path.exists():
+            password = path.read_text().split()[-1]
+        else:
+            password = secrets.token_urlsafe(12)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"users admin, deployer, viewer; password {password}\n")
+            path.chmod(0o600)
+        for username in ("admin", "deployer", "viewer"):
+            user_ensure(username=username, password=password, role=username)
+
+    def _link_services(self, urls: dict[str, str]) -> None:
+        from devstack.demo_model import MODEL_NAME
+
+        services = {s.name: s for s in apprunner.list_services()}
+        for position, name in enumerate(["staging", "production"]):
+            service = services.get(service_name(MODEL_NAME, name))
+            if service is None:
+                raise CommandError(f"the App Runner stand-in has no service {MODEL_NAME}-{name}")
+            environment_ensure(
+                model=MODEL_NAME,
+                name=name,
+                ssm_parameter=f"/models/{MODEL_NAME}/{name}",
+                service_arn=service.arn,
+                service_url=urls.get(name, f"http://{service.url}"),
+                requires_admin=False,
+                position=position,
+            )
+            self.stdout.write(f"environment {MODEL_NAME}/{name} -> {service.arn}")
+
+
+def settings_endpoint() -> str:
+    import os
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        raise CommandError("devstack_seed only seeds the embedded AWS: set AWS_ENDPOINT_URL")
+    return endpoint

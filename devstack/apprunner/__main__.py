@@ -1,0 +1,57 @@
+"""``python -m devstack.apprunner --config PATH [--host 127.0.0.1] [--port 5100]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from devstack.apprunner.config import ConfigError, load_config
+from devstack.apprunner.server import StandIn
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stand-in until SIGTERM/SIGINT; return the process exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.apprunner",
+        description="Local stand-in for AWS App Runner: runs, health-checks and swaps "
+        "service instances behind stable URLs and serves App Runner's API.",
+    )
+    parser.add_argument("--config", required=True, help="JSON configuration file")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=5100, help="API port (0: any free port)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s apprunner %(levelname)s %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"apprunner: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(StandIn(config, host=args.host, port=args.port)))
+    except OSError as exc:
+        print(f"apprunner: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(stand_in: StandIn) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stand_in.start()
+        await stop.wait()
+    finally:
+        await stand_in.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

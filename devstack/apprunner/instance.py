@@ -1,0 +1,265 @@
+"""One instance of a service: the service's command running as a process group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+from devstack.apprunner.logsink import LogRecord, LogSink, Stream
+
+# Longer lines are split: one runaway line must not eat the stand-in's memory.
+_MAX_LINE_BYTES = 64 * 1024
+_KEPT_LINES = 20
+_PROBE_TIMEOUT_SECONDS = 5.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Instance:
+    """A process running a service's command, with ``PORT`` set to its own port.
+
+    The process starts a new session, so it and everything it forks form one
+    process group that ``stop`` signals as a whole: no orphans survive it.
+    All methods must be called on the stand-in's event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        service_arn: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path | None,
+        sink: LogSink,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:8]
+        self.port = 0
+        self._service = service
+        self._service_arn = service_arn
+        self._command = tuple(command)
+        self._env = dict(env)
+        self._cwd = cwd
+        self._sink = sink
+        self._process: asyncio.subprocess.Process | None = None
+        self._exited = asyncio.Event()
+        self._stopping = False
+        self._stop_lock = asyncio.Lock()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._last_lines: deque[str] = deque(maxlen=_KEPT_LINES)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn the process on a fresh port.
+
+        Raises OSError when the command cannot be executed.
+        """
+        self.port = free_port()
+        env = {**os.environ, **self._env, "PORT": str(self.port)}
+        self._process = await asyncio.create_subprocess_exec(
+            *self._command,
+            env=env,
+            cwd=self._cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._tasks = [
+            asyncio.create_task(self._pump(self._process.stdout, "stdout")),
+            asyncio.create_task(self._pump(self._process.stderr, "stderr")),
+            asyncio.create_task(self._watch()),
+        ]
+        self._client = httpx.AsyncClient(
+            trust_env=False,
+            timeout=httpx.Timeout(connect=5.0, read=300.0, write=300.0, pool=30.0),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        self.event(f"instance {self.id} started: pid {self._process.pid}, port {self.port}")
+
+    @property
+    def pid(self) -> int | None:
+        """The process id (also the process group id), None before ``start``."""
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process has not exited."""
+        return self._process is not None and not self._exited.is_set()
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited (negative: killed by that signal)."""
+        return self._process.returncode if self._exited.is_set() and self._process else None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client the proxy forwards requests with."""
+        if self._client is None:
+            raise RuntimeError(f"instance {self.id} is not started")
+        return self._client
+
+    def last_lines(self) -> list[str]:
+        """Return the instance's last output lines, oldest first."""
+        return list(self._last_lines)
+
+    async def wait_healthy(self, *, path: str, timeout: float, interval: float) -> str | None:
+        """Poll ``GET <path>`` until it answers 200.
+
+        Returns None once healthy, else the reason it never got there: the
+        process exited (noticed at once), or ``timeout`` seconds passed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        url = f"http://127.0.0.1:{self.port}{path}"
+        last = "no answer yet"
+        async with httpx.AsyncClient(trust_env=False) as client:
+            while True:
+                if not self.running:
+                    return (
+                        f"instance {self.id} exited with code {self.returncode} "
+                        "before becoming healthy"
+                    )
+                remaining = deadline - loop.time()
+                try:
+                    response = await client.get(
+                        url, timeout=max(0.1, min(_PROBE_TIMEOUT_SECONDS, remaining))
+                    )
+                except httpx.HTTPError as exc:
+                    last = f"GET {path}: {type(exc).__name__}"
+                else:
+                    if response.status_code == 200:
+                        return None
+                    body = " ".join(response.text.split())[:200]
+                    last = f"GET {path} answered {response.status_code} {body}".rstrip()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return f"instance {self.id} not healthy after {timeout:g} s (last: {last})"
+                with contextlib.suppress(TimeoutError):
+                    # Wake early if the process dies, so a crash fails at once.
+                    await asyncio.wait_for(self._exited.wait(), min(interval, remaining))
+
+    @contextlib.contextmanager
+    def track_request(self) -> Iterator[None]:
+        """Count a proxied request as in flight for as long as the block runs."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no proxied request is in flight; return False if ``timeout`` ran out."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds; idempotent.
+
+        Returns once the process has exited and any members of its group left
+        behind have been killed.
+        """
+        async with self._stop_lock:
+            self._stopping = True
+            if self._process is None:
+                return
+            if not self._exited.is_set():
+                self._signal_group(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(self._exited.wait(), grace)
+                except TimeoutError:
+                    self.event(f"instance {self.id} ignored SIGTERM for {grace:g} s; killing it")
+                    self._signal_group(signal.SIGKILL)
+                    await self._exited.wait()
+            # Children that outlived the leader would otherwise be orphans.
+            self._signal_group(signal.SIGKILL)
+            _done, pending = await asyncio.wait(self._tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            if self._client is not None:
+                await self._client.aclose()
+
+    # -- internals ----------------------------------------------------------
+
+    def event(self, message: str) -> None:
+        """Log a service event about this instance."""
+        self._sink.emit(
+            LogRecord(
+                timestamp=time.time(),
+                service=self._service,
+                service_arn=self._service_arn,
+                instance_id=None,
+                stream="service",
+                message=message,
+            )
+        )
+
+    def _signal_group(self, signum: signal.Signals) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signum)
+
+    async def _pump(self, reader: asyncio.StreamReader, stream: Stream) -> None:
+        pending = b""
+        while chunk := await reader.read(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._line(line, stream)
+            while len(pending) > _MAX_LINE_BYTES:
+                self._line(pending[:_MAX_LINE_BYTES], stream)
+                pending = pending[_MAX_LINE_BYTES:]
+        if pending:
+            self._line(pending, stream)
+
+    def _line(self, raw: bytes, stream: Stream) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self._last_lines.append(text)
+        self._sink.emit(
+            LogRecord(
+                timestamp=time.time(),
+                service=self._service,
+                service_arn=self._service_arn,
+                instance_id=self.id,
+                stream=stream,
+                message=text,
+            )
+        )
+
+    async def _watch(self) -> None:
+        assert self._process is not None
+        code = await self._process.wait()
+        self._exited.set()
+        if self._stopping:
+            self.event(f"instance {self.id} stopped (exit code {code})")
+        else:
+            self.event(f"instance {self.id} exited unexpectedly with code {code}")
+            self._signal_group(signal.SIGKILL)

@@ -1,0 +1,127 @@
+"""Settings of the inference service, read only from the environment.
+
+Every variable is parsed strictly: a value that does not parse (``PORT=abc``,
+``BATCHING=maybe``) or is out of range stops startup with a message naming the
+variable, instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class ConfigError(Exception):
+    """The service's configuration is unusable; the message names the variable."""
+
+
+def _default_cpu_count() -> int:
+    # The affinity mask reflects `docker run --cpuset-cpus` and taskset; os.cpu_count()
+    # reports the host's CPUs, which over-subscribes a pinned container.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Configuration of one inference process. Field names are the environment variables."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        env_ignore_empty=True,  # App Runner and compose files often inject "" for "unset".
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Where the pointer comes from; precedence MODEL_POINTER > MODEL_SSM_PARAMETER >
+    # MODEL_POINTER_FILE (the last is the image default of a baked model).
+    model_pointer: str | None = None
+    model_ssm_parameter: str | None = None
+    model_pointer_file: Path | None = None
+
+    model_cache_dir: Path = Path(tempfile.gettempdir()) / "modeldeck-model-cache"
+    model_cache_max_bytes: Annotated[int, Field(ge=1)] = 10 * GiB
+    model_cache_verify: bool = True
+
+    download_part_size: Annotated[int, Field(ge=64 * 1024, le=1 * GiB)] = 8 * MiB
+    download_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    startup_retries: Annotated[int, Field(ge=0, le=100)] = 5
+    startup_retry_base_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    startup_retry_max_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
+
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+
+    inference_api_keys: str | None = None
+    inference_api_keys_file: Path | None = None
+
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+
+    max_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * MiB
+
+    batching: bool = True
+    batch_max_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    batch_max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    max_queued_requests: Annotated[int, Field(ge=1)] = 512
+    torch_num_threads: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default_factory=_default_cpu_count
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+
+    _api_keys: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not (self.model_pointer or self.model_ssm_parameter or self.model_pointer_file):
+            raise ValueError(
+                "no model configured: set MODEL_POINTER, MODEL_SSM_PARAMETER or MODEL_POINTER_FILE"
+            )
+        self._api_keys = _read_api_keys(self.inference_api_keys, self.inference_api_keys_file)
+        return self
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """The accepted API keys; empty means ``/predict`` is open."""
+        return self._api_keys
+
+
+def _read_api_keys(inline: str | None, file: Path | None) -> tuple[str, ...]:
+    keys = [k.strip() for k in (inline or "").split(",")]
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"INFERENCE_API_KEYS_FILE {file} is unreadable: {exc}") from exc
+        from_file = [k.strip() for k in text.replace("\n", ",").split(",") if k.strip()]
+        if not from_file:
+            # Failing closed: an empty secrets file must not silently open /predict.
+            raise ValueError(f"INFERENCE_API_KEYS_FILE {file} contains no keys")
+        keys.extend(from_file)
+    unique = dict.fromkeys(k for k in keys if k)
+    return tuple(unique)
+
+
+def load_settings() -> Settings:
+    """Return the settings from the environment; raise ConfigError naming every bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc

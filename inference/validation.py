@@ -1,0 +1,248 @@
+"""Turn a ``/predict`` body into one numpy array of the declared shape and dtype, or refuse it.
+
+The common case is handled by numpy in C: ``np.array(inputs)`` builds the array,
+and its inferred shape and dtype kind are compared with the declaration. Only
+when that cannot settle the question (a ragged list, strings, nulls, booleans
+mixed into numbers, huge integers) does a Python walk over the elements run, and
+its job is mostly to say exactly *where* the problem is.
+
+Rules (contract section 3):
+- float dtypes take JSON integers and floats; int dtypes take integral numbers
+  (``2`` and ``2.0``, not ``1.5``); bool takes ``true``/``false`` only.
+- ``true``/``false`` are not numbers: they are refused for numeric dtypes, as
+  numbers are refused for bool.
+- ``NaN``, ``Infinity``, ``-Infinity`` and overflowing literals such as ``1e999``
+  parse as non-finite numbers and are refused by validation, not by the parser;
+  so are finite numbers outside the dtype's range (``1e39`` for float32).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from inference.pointer import InputSpec
+
+NUMPY_DTYPES: dict[str, type[np.generic]] = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int64": np.int64,
+    "int32": np.int32,
+    "bool": np.bool_,
+}
+_FAST_KINDS = {
+    "float32": "fiu",
+    "float64": "fiu",
+    "int64": "iuf",
+    "int32": "iuf",
+    "bool": "b",
+}
+
+
+class InputError(ValueError):
+    """The request body is not acceptable; the message names the problem and where."""
+
+
+def parse_json(body: bytes) -> Any:
+    """Return the decoded body; raise InputError when it is not JSON at all.
+
+    orjson is tried first because it is fast and strict. It refuses the tokens
+    ``NaN``/``Infinity`` and overflowing literals, which the contract says must
+    reach validation as non-finite numbers, so only then is the body parsed again
+    with Python's ``json`` (which reads them as floats).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are both ValueErrors.
+        raise InputError(f"invalid JSON: {exc}") from None
+
+
+def body_may_contain_booleans(body: bytes) -> bool:
+    """Return False only when ``body`` certainly holds no JSON ``true``/``false``.
+
+    numpy silently turns ``true`` into 1 when it meets it among numbers, so the
+    fast path is only trusted for numeric dtypes when neither token occurs.
+    """
+    return b"true" in body or b"false" in body
+
+
+def to_batch(
+    document: Any, spec: InputSpec, *, max_examples: int, may_contain_booleans: bool = True
+) -> np.ndarray:
+    """Return ``document["inputs"]`` as an array of shape ``[n, *spec.shape]``, ``spec.dtype``.
+
+    Raises InputError naming the first problem found, e.g.
+    ``inputs[3][1]: expected a number, got string``.
+    """
+    if not isinstance(document, dict):
+        raise InputError(f'body: expected a JSON object with an "inputs" list, got {_kind(document)}')
+    if "inputs" not in document:
+        raise InputError('inputs: field required (body must be {"inputs": [example, ...]})')
+    inputs = document["inputs"]
+    if not isinstance(inputs, list):
+        raise InputError(f"inputs: expected a list of examples, got {_kind(inputs)}")
+    if not inputs:
+        raise InputError("inputs: empty batch, send at least one example")
+    if len(inputs) > max_examples:
+        raise InputError(
+            f"inputs: {len(inputs)} examples exceed the limit of {max_examples} per request"
+        )
+    expected_shape = (len(inputs), *spec.shape)
+
+    fast = None
+    if spec.dtype == "bool" or not may_contain_booleans:
+        try:
+            fast = np.array(inputs)
+        except (ValueError, TypeError, OverflowError):
+            fast = None  # ragged or otherwise irregular: the walk below says where
+    if (
+        fast is not None
+        and fast.shape == expected_shape
+        and fast.dtype.kind in _FAST_KINDS[spec.dtype]
+    ):
+        return _convert_checked(fast, spec.dtype)
+
+    _walk(inputs, spec)
+    # Every element is now known to be acceptable, so the conversion cannot lose
+    # information beyond float rounding; the range checks still apply.
+    return _convert_checked(np.array(inputs, dtype=object), spec.dtype)
+
+
+def _convert_checked(array: np.ndarray, dtype: str) -> np.ndarray:
+    target = NUMPY_DTYPES[dtype]
+    if dtype == "bool":
+        return array.astype(np.bool_, copy=False)
+    if array.dtype == object:
+        # Only reached after the walk: Python ints/floats; float64 holds any of them
+        # that passed, integers beyond 2**53 excepted, which int64 handles below.
+        if dtype in ("int64", "int32"):
+            values = [int(v) for v in array.ravel().tolist()]
+            info = np.iinfo(target)
+            for position, value in enumerate(values):
+                if not info.min <= value <= info.max:
+                    index = np.unravel_index(position, array.shape)
+                    raise InputError(f"{_path(index)}: {value} is out of range for {dtype}")
+            return np.array(values, dtype=target).reshape(array.shape)
+        array = array.astype(np.float64)
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            index = _first(~finite)
+            raise InputError(f"{_path(index)}: non-finite number ({array[index]}) is not allowed")
+    if dtype in ("float32", "float64"):
+        with np.errstate(over="ignore"):
+            result = array.astype(target)
+        if not np.isfinite(result).all():
+            index = _first(~np.isfinite(result))
+            raise InputError(f"{_path(index)}: {array[index]} is out of range for {dtype}")
+        return result
+    # int32 / int64
+    if array.dtype.kind == "f":
+        fractional = array != np.trunc(array)
+        if fractional.any():
+            index = _first(fractional)
+            raise InputError(f"{_path(index)}: expected an integer, got {array[index]}")
+    info = np.iinfo(target)
+    with np.errstate(invalid="ignore"):
+        out_of_range = (array < info.min) | (array > info.max)
+    if array.dtype.kind == "f":
+        # float64 cannot represent int64's max exactly: 2**63 compares equal to it.
+        out_of_range |= array >= float(info.max) + 1
+    if out_of_range.any():
+        index = _first(out_of_range)
+        raise InputError(f"{_path(index)}: {array[index]} is out of range for {dtype}")
+    return array.astype(target)
+
+
+def _walk(inputs: list[Any], spec: InputSpec) -> None:
+    shape = spec.shape
+    leaf = _LEAF_CHECKS[spec.dtype]
+    # An explicit stack instead of recursion keeps the index path cheap to carry
+    # and turns it into text only when something is wrong.
+    stack: list[tuple[Any, tuple[int, ...]]] = [(item, (i,)) for i, item in enumerate(inputs)]
+    stack.reverse()
+    while stack:
+        value, index = stack.pop()
+        depth = len(index) - 1
+        if depth < len(shape):
+            expected = shape[depth]
+            if not isinstance(value, list):
+                raise InputError(
+                    f"{_path(index)}: expected a list of {expected} items, got {_kind(value)}"
+                )
+            if len(value) != expected:
+                raise InputError(
+                    f"{_path(index)}: expected a list of {expected} items, got {len(value)}"
+                )
+            stack.extend((value[i], (*index, i)) for i in range(expected - 1, -1, -1))
+        else:
+            problem = leaf(value)
+            if problem:
+                raise InputError(f"{_path(index)}: {problem}")
+
+
+def _check_float(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"expected a number, got {_kind(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"non-finite number ({value}) is not allowed"
+    return None
+
+
+def _check_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"expected an integer, got {_kind(value)}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"non-finite number ({value}) is not allowed"
+        if not value.is_integer():
+            return f"expected an integer, got {value}"
+    return None
+
+
+def _check_bool(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    return f"expected true or false, got {_kind(value)}"
+
+
+_LEAF_CHECKS = {
+    "float32": _check_float,
+    "float64": _check_float,
+    "int64": _check_int,
+    "int32": _check_int,
+    "bool": _check_bool,
+}
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _path(index: tuple[int, ...]) -> str:
+    return "inputs" + "".join(f"[{i}]" for i in index)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,207 @@
+"""The HTTP API: reads, promote's validation and concurrency rules, auth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from dashboard.aws import ssm
+from dashboard.deployments.models import Deployment
+from tests.conftest import publish
+from tests.dashboard.factories import make_environment, token_headers
+
+
+@pytest.fixture
+def registry(aws: str, db: Any, tmp_path: Path) -> dict[str, Any]:
+    for version in ("1.0", "1.1", "2.0"):
+        publish("iris", version, tmp_path, metrics={"accuracy": 0.9})
+    staging = make_environment("iris", "staging", position=0)
+    production = make_environment("iris", "production", position=1, requires_admin=True)
+    return {"staging": staging, "production": production}
+
+
+def call(client: Client, method: str, path: str, user: Any = None, body: Any = None) -> Any:
+    headers = token_headers(user) if user is not None else {}
+    kwargs: dict[str, Any] = {"headers": headers}
+    if body is not None:
+        kwargs["data"] = body if isinstance(body, str) else json.dumps(body)
+        kwargs["content_type"] = "application/json"
+    return getattr(client, method)(path, **kwargs)
+
+
+def test_models_lists_model_with_environments(client: Client, registry: Any, personas: Any) -> None:
+    response = call(client, "get", "/api/models", personas["viewer"])
+    assert response.status_code == 200
+    [model] = response.json()
+    assert model["name"] == "iris"
+    assert [e["name"] for e in model["environments"]] == ["staging", "production"]
+
+
+def test_versions_newest_first_and_paginated(client: Client, registry: Any, personas: Any) -> None:
+    response = call(client, "get", "/api/models/iris/versions?page_size=2", personas["viewer"])
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["total"], body["pages"]) == (3, 2)
+    assert [v["version"] for v in body["items"]] == ["2.0", "1.1"]
+    first = body["items"][0]
+    assert first["status"] == "valid" and len(first["sha256"]) == 64
+    assert first["input"] == {"shape": [4], "dtype": "float32"}
+    page2 = call(client, "get", "/api/models/iris/versions?page_size=2&page=2", personas["viewer"])
+    assert [v["version"] for v in page2.json()["items"]] == ["1.0"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/models/Bad%20Name/versions", 400),
+        ("/api/models/nope/versions", 404),
+        ("/api/models/iris/versions?page=0", 400),
+        ("/api/models/iris/versions?page_size=100000", 400),
+        ("/api/models/iris/versions?page=abc", 400),
+        ("/api/models/nope/environments", 404),
+        ("/api/deployments/999999", 404),
+        ("/api/deployments/99999999999999999999999", 404),
+    ],
+)
+def test_bad_reads_get_clear_4xx(client: Client, registry: Any, personas: Any, path: str, status: int) -> None:
+    response = call(client, "get", path, personas["viewer"])
+    assert response.status_code == status, response.content
+    assert response.json()["detail"]
+
+
+def test_promote_writes_pointer_and_records_deployment(
+    client: Client, registry: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = call(
+            client, "post", "/api/models/iris/environments/staging/promote",
+            personas["deployer"], {"version": "1.1", "reason": "better recall"},
+        )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["to_version"], body["status"], body["kind"]) == ("1.1", "pending", "promote")
+    assert body["requested_by"] == "deployer" and body["reason"] == "better recall"
+    assert len(callbacks) == 1  # the worker is enqueued only once the row is committed
+    pointer = json.loads(ssm.get_parameter(name="/models/iris/staging") or "")
+    assert pointer["version"] == "1.1" and pointer["model"] == "iris"
+    assert pointer["key"] == "models/iris/1.1/model.pt" and pointer["s3_version_id"]
+    assert pointer["promoted_by"] == "deployer" and len(pointer["sha256"]) == 64
+    assert Deployment.objects.get(pk=body["id"]).pointer == pointer
+
+
+def test_second_promote_while_in_flight_is_409(client: Client, registry: Any, personas: Any) -> None:
+    path = "/api/models/iris/environments/staging/promote"
+    assert call(client, "post", path, personas["deployer"], {"version": "1.1"}).status_code == 202
+    response = call(client, "post", path, personas["deployer"], {"version": "2.0"})
+    assert response.status_code == 409
+    assert "in flight" in response.json()["detail"]
+    # the refused promote left the pointer alone
+    assert json.loads(ssm.get_parameter(name="/models/iris/staging") or "")["version"] == "1.1"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"version": "9.9"}, 400, "does not exist"),
+        ({"version": "../1.0"}, 400, "invalid version name"),
+        ({"version": "x" * 150}, 400, "invalid version name"),
+        ({"version": ""}, 400, "version"),
+        ({}, 400, "version"),
+        ({"version": 5}, 400, "version"),
+        ({"version": "1.0", "reason": "r" * 501}, 400, "reason"),
+        ("{not json", 400, ""),
+        ([1, 2], 400, ""),
+    ],
+)
+def test_bad_promote_is_rejected_and_writes_nothing(
+    client: Client, registry: Any, personas: Any, body: Any, status: int, needle: str
+) -> None:
+    response = call(client, "post", "/api/models/iris/environments/staging/promote", personas["deployer"], body)
+    assert response.status_code == status, response.content
+    assert needle in response.json()["detail"]
+    assert not Deployment.objects.exists()
+    assert ssm.get_parameter(name="/models/iris/staging") is None
+
+
+def test_promote_invalid_version_is_400(client: Client, registry: Any, personas: Any, aws: str) -> None:
+    from dashboard.aws import s3
+
+    s3.delete_object(bucket="test-models", key="models/iris/1.0/model.pt")  # artifact gone
+    response = call(client, "post", "/api/models/iris/environments/staging/promote",
+                    personas["deployer"], {"version": "1.0"})
+    assert response.status_code == 400
+    assert "only valid versions" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/models/nope/environments/staging/promote", 404),
+        ("/api/models/iris/environments/qa/promote", 404),
+        ("/api/models/iris/environments/BAD/promote", 400),
+    ],
+)
+def test_promote_to_unknown_places(client: Client, registry: Any, personas: Any, path: str, status: int) -> None:
+    response = call(client, "post", path, personas["deployer"], {"version": "1.0"})
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("persona", "environment", "status"),
+    [
+        ("anonymous", "staging", 401),
+        ("outsider", "staging", 403),
+        ("viewer", "staging", 403),
+        ("deployer", "staging", 202),
+        ("deployer", "production", 403),  # production requires admin
+        ("admin", "production", 202),
+        ("superuser", "production", 202),
+    ],
+)
+def test_promote_permissions(
+    client: Client, registry: Any, personas: Any, persona: str, environment: str, status: int
+) -> None:
+    response = call(client, "post", f"/api/models/iris/environments/{environment}/promote",
+                    personas[persona], {"version": "1.0"})
+    assert response.status_code == status, response.content
+
+
+def test_revoked_or_bogus_token_is_401(client: Client, registry: Any, personas: Any) -> None:
+    from dashboard.accounts.models import ApiToken
+    from dashboard.accounts.services import token_create, token_revoke
+
+    token, key = token_create(user=personas["admin"], name="ci")
+    assert client.get("/api/models", headers={"Authorization": f"Token {key}"}).status_code == 200
+    token_revoke(token=ApiToken.objects.get(pk=token.pk))
+    assert client.get("/api/models", headers={"Authorization": f"Token {key}"}).status_code == 401
+    assert client.get("/api/models", headers={"Authorization": "Token mdk_nope"}).status_code == 401
+    assert client.get("/api/models", headers={"Authorization": "Bearer x"}).status_code == 401
+
+
+def test_session_auth_needs_csrf(registry: Any, personas: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(personas["deployer"])
+    assert client.get("/api/models").status_code == 200
+    response = client.post("/api/models/iris/environments/staging/promote",
+                           data=json.dumps({"version": "1.0"}), content_type="application/json")
+    assert response.status_code in (401, 403)
+    assert not Deployment.objects.exists()
+
+
+def test_rollback_without_history_is_400(client: Client, registry: Any, personas: Any) -> None:
+    response = call(client, "post", "/api/models/iris/environments/staging/rollback", personas["deployer"], {})
+    assert response.status_code == 400
+    assert "roll back" in response.json()["detail"]
+
+
+def test_schema_is_served(client: Client, personas: Any, db: Any) -> None:
+    client.force_login(personas["viewer"])
+    response = client.get("/api/schema")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "/api/models/{model}/environments/{environment}/promote" in paths
+    assert "/api/deployments/{deployment_id}" in paths

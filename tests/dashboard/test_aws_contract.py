@@ -1,0 +1,223 @@
+"""Contract tests: every boto3 operation the dashboard calls, checked by
+botocore's Stubber against AWS's own service model (parameter names, types,
+required members), which moto does not enforce."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from dashboard.aws import apprunner, s3, ssm
+from dashboard.aws.clients import client, reset_clients
+from dashboard.aws.errors import AwsConflictError, AwsNotFoundError, AwsTransientError
+
+OP1 = "6f1c2a9e-1111-4c3b-9d1e-0123456789ab"
+OTHER = "6f1c2a9e-2222-4c3b-9d1e-0123456789ab"
+MISSING = "6f1c2a9e-3333-4c3b-9d1e-0123456789ab"
+NOW = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
+ARN = "arn:aws:apprunner:us-east-1:000000000000:service/iris-staging/0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _no_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    reset_clients()
+    yield
+    reset_clients()
+
+
+def stub(service: str) -> Stubber:
+    stubber = Stubber(client(service))
+    stubber.activate()
+    return stubber
+
+
+def test_s3_list_objects_pages() -> None:
+    stubber = stub("s3")
+    stubber.add_response(
+        "list_objects_v2",
+        {
+            "Contents": [{"Key": "models/iris/1/model.pt", "Size": 3, "LastModified": NOW, "ETag": '"e"'}],
+            "IsTruncated": True,
+            "NextContinuationToken": "t1",
+        },
+        {"Bucket": "b", "Prefix": "models/iris/"},
+    )
+    stubber.add_response(
+        "list_objects_v2",
+        {"Contents": [{"Key": "models/iris/1/manifest.json", "Size": 9, "LastModified": NOW}],
+         "IsTruncated": False},
+        {"Bucket": "b", "Prefix": "models/iris/", "ContinuationToken": "t1"},
+    )
+    keys = [o.key for o in s3.iter_objects(bucket="b", prefix="models/iris/")]
+    assert keys == ["models/iris/1/model.pt", "models/iris/1/manifest.json"]
+    stubber.assert_no_pending_responses()
+
+
+def test_s3_list_prefixes() -> None:
+    stubber = stub("s3")
+    stubber.add_response(
+        "list_objects_v2",
+        {"CommonPrefixes": [{"Prefix": "models/iris/"}, {"Prefix": "models/fraud/"}], "IsTruncated": False},
+        {"Bucket": "b", "Prefix": "models/", "Delimiter": "/"},
+    )
+    assert s3.list_prefixes(bucket="b", prefix="models/") == ["models/iris/", "models/fraud/"]
+
+
+def test_s3_head_object_found_and_missing() -> None:
+    stubber = stub("s3")
+    stubber.add_response(
+        "head_object",
+        {"ContentLength": 10, "LastModified": NOW, "ETag": '"x"', "VersionId": "v1"},
+        {"Bucket": "b", "Key": "k"},
+    )
+    stubber.add_client_error("head_object", "404", "Not Found", 404, expected_params={"Bucket": "b", "Key": "gone"})
+    info = s3.head_object(bucket="b", key="k")
+    assert info is not None and info.version_id == "v1" and info.size == 10
+    assert s3.head_object(bucket="b", key="gone") is None
+
+
+def test_s3_get_json() -> None:
+    stubber = stub("s3")
+    body = b'{"a": 1}'
+    stubber.add_response(
+        "get_object",
+        {"Body": StreamingBody(io.BytesIO(body), len(body)), "ContentLength": len(body)},
+        {"Bucket": "b", "Key": "m.json"},
+    )
+    stubber.add_client_error("get_object", "NoSuchKey", "no", 404, expected_params={"Bucket": "b", "Key": "x"})
+    assert s3.get_json(bucket="b", key="m.json") == {"a": 1}
+    assert s3.get_json(bucket="b", key="x") is None
+
+
+def test_s3_put_json_and_file(tmp_path: Any) -> None:
+    stubber = stub("s3")
+    stubber.add_response(
+        "put_object",
+        {"VersionId": "v2"},
+        {"Bucket": "b", "Key": "m.json", "Body": b'{\n  "a": 1\n}', "ContentType": "application/json"},
+    )
+    assert s3.put_json(bucket="b", key="m.json", document={"a": 1}) == "v2"
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    from botocore.stub import ANY
+
+    stubber.add_response(
+        "put_object",
+        {"VersionId": "v3"},
+        {"Bucket": "b", "Key": "k", "Body": ANY, "ContentType": "application/octet-stream",
+         "ChecksumSHA256": "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="},
+    )
+    assert s3.put_file(bucket="b", key="k", path=path,
+                       sha256_b64="ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=") == "v3"
+
+
+def test_s3_delete_object() -> None:
+    stubber = stub("s3")
+    stubber.add_response("delete_object", {}, {"Bucket": "b", "Key": "k"})
+    s3.delete_object(bucket="b", key="k")
+    stubber.assert_no_pending_responses()
+
+
+def test_ssm_get_and_put_parameter() -> None:
+    stubber = stub("ssm")
+    stubber.add_response(
+        "get_parameter",
+        {"Parameter": {"Name": "/models/iris/staging", "Type": "String", "Value": "{}", "Version": 3}},
+        {"Name": "/models/iris/staging"},
+    )
+    stubber.add_client_error("get_parameter", "ParameterNotFound", "", 400, expected_params={"Name": "/nope"})
+    stubber.add_response(
+        "put_parameter",
+        {"Version": 4, "Tier": "Standard"},
+        {"Name": "/models/iris/staging", "Value": "{}", "Type": "String", "Overwrite": True,
+         "Description": "d", "Tier": "Standard"},
+    )
+    assert ssm.get_parameter(name="/models/iris/staging") == "{}"
+    assert ssm.get_parameter(name="/nope") is None
+    assert ssm.put_parameter(name="/models/iris/staging", value="{}", description="d") == 4
+
+
+def test_ssm_throttling_is_transient() -> None:
+    stubber = stub("ssm")
+    for _ in range(5):  # standard retry mode retries throttling itself first
+        stubber.add_client_error("put_parameter", "ThrottlingException", "slow down", 400)
+    with pytest.raises(AwsTransientError):
+        ssm.put_parameter(name="/x", value="{}")
+
+
+def _service(status: str = "RUNNING") -> dict[str, Any]:
+    return {
+        "ServiceName": "iris-staging",
+        "ServiceId": "0123456789abcdef0123456789abcdef",
+        "ServiceArn": ARN,
+        "ServiceUrl": "abc.us-east-1.awsapprunner.com",
+        "CreatedAt": NOW,
+        "UpdatedAt": NOW,
+        "Status": status,
+        "SourceConfiguration": {},
+        "InstanceConfiguration": {},
+        "AutoScalingConfigurationSummary": {},
+        "NetworkConfiguration": {},
+    }
+
+
+def test_apprunner_start_deployment() -> None:
+    stubber = stub("apprunner")
+    stubber.add_response("start_deployment", {"OperationId": OP1}, {"ServiceArn": ARN})
+    stubber.add_client_error(
+        "start_deployment", "InvalidStateException", "busy", 400, expected_params={"ServiceArn": ARN}
+    )
+    assert apprunner.start_deployment(service_arn=ARN) == OP1
+    with pytest.raises(AwsConflictError):
+        apprunner.start_deployment(service_arn=ARN)
+
+
+def test_apprunner_describe_service() -> None:
+    stubber = stub("apprunner")
+    stubber.add_response("describe_service", {"Service": _service()}, {"ServiceArn": ARN})
+    stubber.add_client_error(
+        "describe_service", "ResourceNotFoundException", "no", 400, expected_params={"ServiceArn": ARN}
+    )
+    info = apprunner.describe_service(service_arn=ARN)
+    assert (info.name, info.url, info.status) == ("iris-staging", "abc.us-east-1.awsapprunner.com", "RUNNING")
+    with pytest.raises(AwsNotFoundError):
+        apprunner.describe_service(service_arn=ARN)
+
+
+def test_apprunner_list_services_pages() -> None:
+    stubber = stub("apprunner")
+    summary = {k: _service()[k] for k in ("ServiceName", "ServiceId", "ServiceArn", "ServiceUrl",
+                                          "CreatedAt", "UpdatedAt", "Status")}
+    stubber.add_response("list_services", {"ServiceSummaryList": [summary], "NextToken": "n"},
+                         {"MaxResults": 20})
+    stubber.add_response("list_services", {"ServiceSummaryList": [summary]},
+                         {"MaxResults": 20, "NextToken": "n"})
+    assert [s.arn for s in apprunner.list_services()] == [ARN, ARN]
+
+
+def test_apprunner_get_operation_searches_pages() -> None:
+    stubber = stub("apprunner")
+    stubber.add_response(
+        "list_operations",
+        {"OperationSummaryList": [{"Id": OTHER, "Type": "START_DEPLOYMENT", "Status": "SUCCEEDED",
+                                   "TargetArn": ARN, "StartedAt": NOW, "EndedAt": NOW, "UpdatedAt": NOW}],
+         "NextToken": "n"},
+        {"ServiceArn": ARN, "MaxResults": 20},
+    )
+    stubber.add_response(
+        "list_operations",
+        {"OperationSummaryList": [{"Id": OP1, "Type": "START_DEPLOYMENT", "Status": "ROLLBACK_IN_PROGRESS",
+                                   "TargetArn": ARN, "StartedAt": NOW, "UpdatedAt": NOW}]},
+        {"ServiceArn": ARN, "MaxResults": 20, "NextToken": "n"},
+    )
+    operation = apprunner.get_operation(service_arn=ARN, operation_id=OP1)
+    assert operation is not None and operation.status == "ROLLBACK_IN_PROGRESS" and operation.active
+    stubber.add_response("list_operations", {"OperationSummaryList": []}, {"ServiceArn": ARN, "MaxResults": 20})
+    assert apprunner.get_operation(service_arn=ARN, operation_id=MISSING) is None
