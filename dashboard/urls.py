@@ -1,9 +1,9 @@
-from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, register_converter
 from django.views.generic import RedirectView
 
+from dashboard.accounts.admin_site import site as admin_site
 from dashboard.api import api
 from dashboard.deployments import views as deployment_views
 from dashboard.registry import views as registry_views
@@ -51,6 +51,6 @@ urlpatterns = [
         name="rollback",
     ),
     path("deployments/<id:deployment_id>/", deployment_views.deployment_page, name="deployment"),
-    path("admin/", admin.site.urls),
+    path("admin/", admin_site.urls),
     path("api/", api.urls),
 ]

@@ -34,6 +34,7 @@ NUMPY_DTYPES: dict[str, type[np.generic]] = {
     "int32": np.int32,
     "bool": np.bool_,
 }
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 _FAST_KINDS = {
     "float32": "fiu",
     "float64": "fiu",
@@ -129,8 +130,8 @@ def _convert_checked(array: np.ndarray, dtype: str) -> np.ndarray:
             info = np.iinfo(target)
             for position, value in enumerate(values):
                 if not info.min <= value <= info.max:
-                    index = np.unravel_index(position, array.shape)
-                    raise InputError(f"{_path(index)}: {value} is out of range for {dtype}")
+                    index = tuple(int(i) for i in np.unravel_index(position, array.shape))
+                    raise InputError(f"{_path(index)}: {_show(value)} is out of range for {dtype}")
             return np.array(values, dtype=target).reshape(array.shape)
         array = array.astype(np.float64)
     if array.dtype.kind == "f":
@@ -195,6 +196,8 @@ def _check_float(value: Any) -> str | None:
         return f"expected a number, got {_kind(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"non-finite number ({value}) is not allowed"
+    if isinstance(value, int) and abs(value) > _FLOAT64_MAX:
+        return f"{_show(value)} is out of range for a float"
     return None
 
 
@@ -222,6 +225,11 @@ _LEAF_CHECKS = {
     "int32": _check_int,
     "bool": _check_bool,
 }
+
+
+def _show(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-10:]} ({len(text)} digits)"
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:

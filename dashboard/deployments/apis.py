@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from django.http import Http404, HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from pydantic import Field
 
 from dashboard.accounts.permissions import api_require_role
@@ -109,13 +109,13 @@ def environments(request: HttpRequest, model: str) -> list[dict[str, Any]]:
 )
 def promote(
     request: HttpRequest, model: str, environment: str, payload: PromoteIn
-) -> tuple[int, dict[str, Any]]:
+) -> Status[dict[str, Any]]:
     api_require_role(request, DEPLOYER)
     env = _environment_or_404(model, environment)
     deployment = deployment_start(
         environment=env, version=payload.version, user=request.user, reason=payload.reason
     )
-    return 202, deployment_as_dict(deployment)
+    return Status(202, deployment_as_dict(deployment))
 
 
 @router.post(
@@ -125,11 +125,11 @@ def promote(
 )
 def rollback(
     request: HttpRequest, model: str, environment: str, payload: RollbackIn
-) -> tuple[int, dict[str, Any]]:
+) -> Status[dict[str, Any]]:
     api_require_role(request, DEPLOYER)
     env = _environment_or_404(model, environment)
     deployment = deployment_rollback(environment=env, user=request.user, reason=payload.reason)
-    return 202, deployment_as_dict(deployment)
+    return Status(202, deployment_as_dict(deployment))
 
 
 @router.get("deployments/{deployment_id}", response=DeploymentOut)

@@ -11,6 +11,9 @@ behaviour is read once at startup from the JSON file named by
     ignore_sigterm  keep running on SIGTERM (the stand-in must SIGKILL it)
     spawn_child     fork a long-sleeping child into the same process group
 
+Endpoints: /healthz, /readyz, /version, /slow?seconds=S, /hold?started=F&release=G
+(touch F, answer once G exists), /echo... (any method: echoes the request).
+
 Each instance writes its pid (and its child's) as files into ``$FAKE_PID_DIR``.
 """
 
@@ -94,6 +97,15 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/slow":
             time.sleep(float(parse_qs(url.query).get("seconds", ["1"])[0]))
             self._answer(200, {"version": VERSION, "slept": True})
+        elif url.path == "/hold":
+            # Answers only once the test creates the ``release`` file: a request
+            # that is deterministically in flight.
+            query = parse_qs(url.query)
+            Path(query["started"][0]).touch()
+            deadline = time.monotonic() + 120
+            while not Path(query["release"][0]).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._answer(200, {"version": VERSION, "held": True})
         elif url.path.startswith("/echo"):
             self._answer(
                 201,

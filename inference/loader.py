@@ -1,0 +1,105 @@
+"""Load a verified artifact into a callable module and prove it runs.
+
+Neither format's public loader in torch 2.13 can memory-map: ``torch.jit.load``
+and ``torch.export.load`` both read the archive's tensors into memory (only
+``torch.load`` of plain state dicts has ``mmap=True``). The cache file is
+therefore not needed once loading returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference.errors import StartupFailure
+from inference.outputs import UnsupportedOutput, encode_whole
+from inference.pointer import InputSpec
+from inference.validation import NUMPY_DTYPES
+
+logger = logging.getLogger(__name__)
+
+
+def load_module(path: Path, fmt: str) -> Any:
+    """Return the model in ``path`` ready for inference (eval mode where supported).
+
+    Raises StartupFailure(``unloadable_artifact``) with the loader's own reason.
+    """
+    if not zipfile.is_zipfile(path):
+        raise StartupFailure(
+            "unloadable_artifact",
+            f"the {fmt} artifact is not a zip archive (both torchscript and torch.export "
+            "files are), so it is not a saved model",
+        )
+    try:
+        with _quiet_torch_export_logger():
+            if fmt == "torchscript":
+                module = torch.jit.load(str(path), map_location="cpu")
+                module.eval()
+            elif fmt == "torch.export":
+                # .module() gives an nn.Module whose eval() torch refuses; the exported
+                # graph already fixes train/eval behaviour at export time.
+                module = torch.export.load(str(path)).module()
+            else:
+                raise StartupFailure("unsupported_format", f"unsupported artifact format {fmt!r}")
+    except StartupFailure:
+        raise
+    except Exception as exc:
+        raise StartupFailure(
+            "unloadable_artifact", f"the artifact does not load as {fmt}: {_first_line(exc)}"
+        ) from exc
+    return module
+
+
+def warm_up(module: Any, spec: InputSpec) -> None:
+    """Run one forward on a zero example of the declared input and encode its output.
+
+    This makes the first real request fast (lazy initialisation, allocator) and
+    proves, before the instance reports ready, that the model accepts its declared
+    input and returns something the service can serve. Raises StartupFailure
+    (``warmup_failed``) otherwise.
+    """
+    example = torch.from_numpy(np.zeros((1, *spec.shape), dtype=NUMPY_DTYPES[spec.dtype]))
+    try:
+        with torch.inference_mode():
+            output = module(example)
+        encode_whole(output)
+    except UnsupportedOutput as exc:
+        raise StartupFailure("warmup_failed", f"warm-up forward: {exc}") from exc
+    except Exception as exc:
+        raise StartupFailure(
+            "warmup_failed",
+            f"warm-up forward on a zero example of shape {[1, *spec.shape]} {spec.dtype} "
+            f"failed: {_first_line(exc)}",
+        ) from exc
+
+
+def forward_error_summary(exc: BaseException) -> str:
+    """Return the one line of a forward's exception that says what went wrong."""
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    # TorchScript errors carry the script traceback first and the reason last.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines and "TorchScript" in str(exc) else (lines[0] if lines else "")
+    return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_torch_export_logger() -> Iterator[None]:
+    # torch.export.load logs a multi-line traceback at WARNING before raising on a
+    # bad archive; the failure is reported once, by the caller, in one line.
+    export_logger = logging.getLogger("torch.export")
+    previous = export_logger.level
+    export_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        export_logger.setLevel(previous)
