@@ -8,7 +8,8 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import APIKeyHeader, django_auth
+from ninja.security import APIKeyHeader, SessionAuth
+from ninja.utils import check_csrf
 
 from dashboard.accounts.services import token_authenticate
 from dashboard.aws.errors import AwsError
@@ -35,11 +36,23 @@ class TokenAuth(APIKeyHeader):
         return user
 
 
+class BrowserSessionAuth(SessionAuth):
+    """The signed-in browser session. CSRF is checked only for a request that
+    carries a signed-in session, so an API client with no credentials gets a
+    401 that says how to authenticate, not a CSRF 403."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        key = request.COOKIES.get(self.param_name)
+        if key and request.user.is_authenticated and check_csrf(request) is not None:
+            raise HttpError(403, "CSRF check failed: send the X-CSRFToken header from the page")
+        return key
+
+
 api = NinjaAPI(
     title="ModelDeck API",
     version="1",
     description="Model versions and deployments. See README, section API.",
-    auth=[TokenAuth(), django_auth],
+    auth=[TokenAuth(), BrowserSessionAuth()],
     openapi_url="/schema",
     docs_url="/docs",
     urls_namespace="api",

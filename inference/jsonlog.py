@@ -47,7 +47,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        uvicorn_logger = logging.getLogger(name)
-        uvicorn_logger.handlers.clear()
-        uvicorn_logger.propagate = True
+    # torch installs its own plain-text handler on "torch" at import; route it here too.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "torch"):
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True

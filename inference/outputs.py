@@ -25,7 +25,11 @@ class NotSplittable(Exception):
 
 
 class UnsupportedOutput(TypeError):
-    """The model returned something other than tensors, tuples/lists and dicts of them."""
+    """The model returned something other than tensors, tuples/lists and dicts of them.
+
+    Plain Python numbers and strings are refused too: they have no batch dimension,
+    so they cannot be the per-request rows the API promises.
+    """
 
 
 def encode_split(output: Any, bounds: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -42,7 +46,9 @@ def encode_split(output: Any, bounds: Sequence[tuple[int, int]]) -> list[bytes]:
         return [orjson.dumps(array[start:stop], option=_NUMPY_OPTION) for start, stop in bounds]
     if isinstance(output, tuple | list):
         columns = [encode_split(item, bounds) for item in output]
-        return [b"[" + b",".join(column[j] for column in columns) + b"]" for j in range(len(bounds))]
+        return [
+            b"[" + b",".join(column[j] for column in columns) + b"]" for j in range(len(bounds))
+        ]
     if isinstance(output, dict):
         keys = [orjson.dumps(str(key)) + b":" for key in output]
         columns = [encode_split(item, bounds) for item in output.values()]
@@ -50,9 +56,7 @@ def encode_split(output: Any, bounds: Sequence[tuple[int, int]]) -> list[bytes]:
             b"{" + b",".join(k + column[j] for k, column in zip(keys, columns, strict=True)) + b"}"
             for j in range(len(bounds))
         ]
-    if output is None or isinstance(output, bool | int | float | str):
-        raise NotSplittable(f"a plain {type(output).__name__} cannot be split into rows")
-    raise UnsupportedOutput(f"unsupported model output type {type(output).__name__}")
+    raise _unsupported(output)
 
 
 def encode_whole(output: Any) -> bytes:
@@ -67,9 +71,14 @@ def encode_whole(output: Any) -> bytes:
             + b",".join(orjson.dumps(str(k)) + b":" + encode_whole(v) for k, v in output.items())
             + b"}"
         )
-    if output is None or isinstance(output, bool | int | float | str):
-        return orjson.dumps(output)
-    raise UnsupportedOutput(f"unsupported model output type {type(output).__name__}")
+    raise _unsupported(output)
+
+
+def _unsupported(output: object) -> UnsupportedOutput:
+    return UnsupportedOutput(
+        "the model output must be a tensor, or a tuple, list or dict of tensors; "
+        f"got {type(output).__name__}"
+    )
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:

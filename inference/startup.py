@@ -71,10 +71,9 @@ class Startup:
             # inside the JSON document.
             message = f"internal error during startup: {type(exc).__name__}: {exc}"
             self.state.fail("internal_error", message)
-            logger.error(
+            logger.exception(
                 "model not served: %s",
                 message,
-                exc_info=True,
                 extra={"event": "startup_failed", "cause": "internal_error"},
             )
             return

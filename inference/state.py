@@ -89,8 +89,9 @@ class ModelState:
         """Publish ``model``; from now on the instance is ready."""
         with self._lock:
             self._model = model
-            self._status = Status(Phase.READY, f"serving {model.pointer.model} "
-                                  f"{model.pointer.version}")
+            self._status = Status(
+                Phase.READY, f"serving {model.pointer.model} {model.pointer.version}"
+            )
         self._settled.set()
 
     def fail(self, cause: str, message: str) -> None:

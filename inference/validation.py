@@ -27,13 +27,14 @@ import orjson
 
 from inference.pointer import InputSpec
 
-NUMPY_DTYPES: dict[str, type[np.generic]] = {
+NUMPY_DTYPES: dict[str, type[np.number[Any] | np.bool_]] = {
     "float32": np.float32,
     "float64": np.float64,
     "int64": np.int64,
     "int32": np.int32,
     "bool": np.bool_,
 }
+_INT_BOUNDS = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
 _FAST_KINDS = {
     "float32": "fiu",
@@ -85,7 +86,9 @@ def to_batch(
     ``inputs[3][1]: expected a number, got string``.
     """
     if not isinstance(document, dict):
-        raise InputError(f'body: expected a JSON object with an "inputs" list, got {_kind(document)}')
+        raise InputError(
+            f'body: expected a JSON object with an "inputs" list, got {_kind(document)}'
+        )
     if "inputs" not in document:
         raise InputError('inputs: field required (body must be {"inputs": [example, ...]})')
     inputs = document["inputs"]
@@ -127,9 +130,9 @@ def _convert_checked(array: np.ndarray, dtype: str) -> np.ndarray:
         # that passed, integers beyond 2**53 excepted, which int64 handles below.
         if dtype in ("int64", "int32"):
             values = [int(v) for v in array.ravel().tolist()]
-            info = np.iinfo(target)
+            low, high = _INT_BOUNDS[dtype]
             for position, value in enumerate(values):
-                if not info.min <= value <= info.max:
+                if not low <= value <= high:
                     index = tuple(int(i) for i in np.unravel_index(position, array.shape))
                     raise InputError(f"{_path(index)}: {_show(value)} is out of range for {dtype}")
             return np.array(values, dtype=target).reshape(array.shape)
@@ -152,12 +155,12 @@ def _convert_checked(array: np.ndarray, dtype: str) -> np.ndarray:
         if fractional.any():
             index = _first(fractional)
             raise InputError(f"{_path(index)}: expected an integer, got {array[index]}")
-    info = np.iinfo(target)
+    low, high = _INT_BOUNDS[dtype]
     with np.errstate(invalid="ignore"):
-        out_of_range = (array < info.min) | (array > info.max)
+        out_of_range = (array < low) | (array > high)
     if array.dtype.kind == "f":
         # float64 cannot represent int64's max exactly: 2**63 compares equal to it.
-        out_of_range |= array >= float(info.max) + 1
+        out_of_range |= array >= float(high) + 1
     if out_of_range.any():
         index = _first(out_of_range)
         raise InputError(f"{_path(index)}: {array[index]} is out of range for {dtype}")

@@ -62,7 +62,7 @@ def user_set_role(*, user: Any, role: str | None) -> None:
         raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
     user.groups.remove(*Group.objects.filter(name__in=ROLES))
     if role is not None:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
 
 
 def user_ensure(*, username: str, password: str, role: str, email: str = "") -> Any:

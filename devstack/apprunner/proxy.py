@@ -63,10 +63,17 @@ class ServiceProxy:
     async def _forward(
         self, instance: Instance, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        headers = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k.lower() not in _HOP_BY_HOP and k.lower() != b"x-forwarded-for"
+        ]
+        forwarded_for = [v for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"]
         client = scope.get("client")
         if client:
-            headers.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))
+            forwarded_for.append(str(client[0]).encode("latin-1"))
+        if forwarded_for:
+            headers.append((b"x-forwarded-for", b", ".join(forwarded_for)))
         headers.append((b"x-forwarded-proto", str(scope.get("scheme", "http")).encode("latin-1")))
         content: AsyncIterator[bytes] | None = None
         if _has_body(scope["headers"]):

@@ -127,6 +127,7 @@ class StandIn:
                 log_config=None,
                 access_log=False,
                 server_header=False,
+                proxy_headers=False,  # the peer address is the real client's
                 date_header=False,
                 timeout_graceful_shutdown=3,
             )

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from botocore.model import Shape
+from botocore.model import ListShape, MapShape, Shape, StructureShape
 from botocore.stub import Stubber
 
 from devstack.apprunner import run_in_background, service_arn_for, service_id_for
@@ -55,6 +58,10 @@ def process_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+def running_status(client: Any, arn: str) -> bool:
+    return client.describe_service(ServiceArn=arn)["Service"]["Status"] == "RUNNING"
 
 
 def apprunner_client(endpoint_url: str) -> Any:
@@ -147,48 +154,67 @@ def fake_service(tmp: Path, name: str, **overrides: Any) -> dict[str, Any]:
     return service
 
 
+class StackStarter:
+    """Starts stand-ins whose files live under ``tmp``; ``exits`` stops them."""
+
+    def __init__(self, tmp: Path, exits: contextlib.ExitStack) -> None:
+        self._tmp = tmp
+        self._exits = exits
+        self._count = 0
+
+    def __call__(
+        self,
+        *services: dict[str, Any],
+        behaviours: dict[str, dict[str, Any]] | None = None,
+        state_dir: Path | None = None,
+    ) -> Stack:
+        for name, behaviour in (behaviours or {}).items():
+            (self._tmp / f"{name}.json").write_text(json.dumps(behaviour))
+        self._count += 1
+        state = state_dir or self._tmp / f"state-{self._count}"
+        config = parse_config({"state_dir": str(state), "services": list(services)})
+        sink = MemorySink()
+        running = self._exits.enter_context(run_in_background(config, extra_sinks=[sink]))
+        return Stack(
+            running=running,
+            client=apprunner_client(running.endpoint_url),
+            sink=sink,
+            tmp=self._tmp,
+            state_dir=state,
+            service_env={s["name"]: s["env"] for s in services},
+        )
+
+
 @pytest.fixture
-def start_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+def start_stack(tmp_path: Path) -> Iterator[StackStarter]:
     """Start a stand-in for the given services; every one is stopped at teardown."""
     with contextlib.ExitStack() as exits:
-        counter = iter(range(1000))
-
-        def start(
-            *services: dict[str, Any],
-            behaviours: dict[str, dict[str, Any]] | None = None,
-            state_dir: Path | None = None,
-        ) -> Stack:
-            for name, behaviour in (behaviours or {}).items():
-                Path(tmp_path / f"{name}.json").write_text(json.dumps(behaviour))
-            state = state_dir or tmp_path / f"state-{next(counter)}"
-            config = parse_config({"state_dir": str(state), "services": list(services)})
-            sink = MemorySink()
-            running = exits.enter_context(run_in_background(config, extra_sinks=[sink]))
-            return Stack(
-                running=running,
-                client=apprunner_client(running.endpoint_url),
-                sink=sink,
-                tmp=tmp_path,
-                state_dir=state,
-                service_env={s["name"]: s["env"] for s in services},
-            )
-
-        yield start
+        yield StackStarter(tmp_path, exits)
 
 
 @pytest.fixture
-def stack(start_stack: Callable[..., Stack], tmp_path: Path) -> Stack:
+def stack(start_stack: StackStarter, tmp_path: Path) -> Stack:
     """One healthy service ``svc-one`` serving version v1."""
     started = start_stack(fake_service(tmp_path, "svc-one"))
     assert started.wait_settled("svc-one")["Status"] == "RUNNING"
     return started
 
 
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Like ``stack``, shared by the tests that only read (and send bad requests)."""
+    tmp = tmp_path_factory.mktemp("shared")
+    with contextlib.ExitStack() as exits:
+        started = StackStarter(tmp, exits)(fake_service(tmp, "svc-one"))
+        assert started.wait_settled("svc-one")["Status"] == "RUNNING"
+        yield started
+
+
 # -- shapes ------------------------------------------------------------------------------
 
 
 def test_list_services_and_describe_service_report_each_configured_service(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     stack = start_stack(fake_service(tmp_path, "svc-alpha"), fake_service(tmp_path, "svc-beta"))
     for name in ("svc-alpha", "svc-beta"):
@@ -232,7 +258,7 @@ def test_list_services_and_describe_service_report_each_configured_service(
 
 
 def test_service_arn_and_history_survive_a_restart(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     state_dir = tmp_path / "state"
     first = start_stack(fake_service(tmp_path, "svc-one"), state_dir=state_dir)
@@ -255,7 +281,7 @@ def test_service_arn_and_history_survive_a_restart(
 
 
 def test_list_services_and_list_operations_paginate(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     stack = start_stack(*(fake_service(tmp_path, f"svc-{n}") for n in ("a", "b", "c")))
     for name in ("svc-a", "svc-b", "svc-c"):
@@ -328,7 +354,9 @@ def test_clients_see_no_error_while_the_instance_is_swapped(stack: Stack) -> Non
                         response = httpx.get(url + path, timeout=30)
                     else:
                         response = client.get(url + path)
-                    seen[kind].append((response.status_code, response.json()["version"]))
+                    ok = response.status_code == 200
+                    version = response.json()["version"] if ok else response.text
+                    seen[kind].append((response.status_code, version))
                 except Exception as exc:  # any failure is what this test looks for
                     seen[kind].append((repr(exc), None))
 
@@ -392,7 +420,7 @@ def test_requests_in_flight_finish_on_the_old_instance_before_it_stops(
 
 
 def test_deployment_that_never_gets_healthy_rolls_back(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     stack = start_stack(fake_service(tmp_path, "svc-one", health_check_timeout_seconds=1))
     stack.wait_settled("svc-one")
@@ -413,7 +441,7 @@ def test_deployment_that_never_gets_healthy_rolls_back(
 
 
 def test_instance_that_exits_fails_the_deployment_at_once_with_its_last_words(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     # A timeout this long would show in the run time; the reason proves the exit was seen.
     stack = start_stack(fake_service(tmp_path, "svc-one", health_check_timeout_seconds=120))
@@ -454,7 +482,7 @@ def test_start_deployment_while_one_is_in_progress_is_an_invalid_state(
 
 
 def test_service_that_failed_to_create_answers_503_until_a_deployment_fixes_it(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     stack = start_stack(
         fake_service(tmp_path, "svc-one", health_check_timeout_seconds=0.5),
@@ -476,7 +504,7 @@ def test_service_that_failed_to_create_answers_503_until_a_deployment_fixes_it(
 
 
 def test_failed_deployment_of_a_create_failed_service_stays_create_failed(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     stack = start_stack(
         fake_service(tmp_path, "svc-one", health_check_timeout_seconds=0.5),
@@ -491,7 +519,7 @@ def test_failed_deployment_of_a_create_failed_service_stays_create_failed(
 
 
 def test_deployments_of_different_services_run_concurrently(
-    start_stack: Callable[..., Stack], tmp_path: Path
+    start_stack: StackStarter, tmp_path: Path
 ) -> None:
     stack = start_stack(fake_service(tmp_path, "svc-a"), fake_service(tmp_path, "svc-b"))
     gates = {name: tmp_path / f"{name}-ready" for name in ("svc-a", "svc-b")}
@@ -519,7 +547,7 @@ def test_proxy_forwards_method_path_query_headers_and_body(stack: Stack) -> None
     response = httpx.put(
         stack.url("svc-one") + "/echo/a%20b?x=1&y=%2F",
         content=body,
-        headers={"X-Custom": "kept", "Connection": "close"},
+        headers={"X-Custom": "kept", "Connection": "close", "X-Forwarded-For": "203.0.113.9"},
         timeout=30,
     )
 
@@ -530,7 +558,7 @@ def test_proxy_forwards_method_path_query_headers_and_body(stack: Stack) -> None
     assert echoed["path"] == "/echo/a%20b"
     assert echoed["query"] == "x=1&y=%2F"
     assert echoed["headers"]["x-custom"] == "kept"
-    assert echoed["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert echoed["headers"]["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
     assert echoed["body"].encode("latin-1") == body
 
 
@@ -584,12 +612,7 @@ def test_stopping_the_stand_in_leaves_no_process_behind(tmp_path: Path) -> None:
     with run_in_background(config) as running:
         client = apprunner_client(running.endpoint_url)
         for arn in running.service_arns.values():
-            eventually(
-                lambda arn=arn: (
-                    client.describe_service(ServiceArn=arn)["Service"]["Status"] == "RUNNING"
-                ),
-                "services to run",
-            )
+            eventually(partial(running_status, client, arn), "services to run")
         pids = {int(p.name) for p in (tmp_path / "pids").iterdir()}
         assert len(pids) == 4  # two instances, each with a child
         assert all(process_alive(pid) for pid in pids)
@@ -634,9 +657,9 @@ UNKNOWN_ARN = (
     ],
     ids=["DescribeService", "StartDeployment", "ListOperations"],
 )
-def test_unknown_service_arn_is_resource_not_found(stack: Stack, call: Callable) -> None:
-    with pytest.raises(stack.client.exceptions.ResourceNotFoundException) as caught:
-        call(stack.client)
+def test_unknown_service_arn_is_resource_not_found(shared_stack: Stack, call: Callable) -> None:
+    with pytest.raises(shared_stack.client.exceptions.ResourceNotFoundException) as caught:
+        call(shared_stack.client)
 
     assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
     assert UNKNOWN_ARN in caught.value.response["Error"]["Message"]
@@ -660,9 +683,9 @@ def test_unknown_service_arn_is_resource_not_found(stack: Stack, call: Callable)
     ],
 )
 def test_bad_requests_are_invalid_request_exceptions_naming_the_problem(
-    stack: Stack, target: str | None, body: bytes, message: str
+    shared_stack: Stack, target: str | None, body: bytes, message: str
 ) -> None:
-    response = raw_call(stack, target, body)
+    response = raw_call(shared_stack, target, body)
 
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/x-amz-json-1.0")
@@ -670,20 +693,20 @@ def test_bad_requests_are_invalid_request_exceptions_naming_the_problem(
     assert message in response.json()["Message"]
 
 
-def test_boto3_sees_invalid_requests_as_client_errors(stack: Stack) -> None:
+def test_boto3_sees_invalid_requests_as_client_errors(shared_stack: Stack) -> None:
     # botocore checks only minimums on the client side; the stand-in enforces the maximum.
-    with pytest.raises(stack.client.exceptions.InvalidRequestException) as caught:
-        stack.client.list_operations(ServiceArn=stack.arn("svc-one"), MaxResults=21)
+    with pytest.raises(shared_stack.client.exceptions.InvalidRequestException) as caught:
+        shared_stack.client.list_operations(ServiceArn=shared_stack.arn("svc-one"), MaxResults=21)
     assert "less than or equal to 20" in caught.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as caught:
-        stack.client.list_services(NextToken="bm90IGEgdG9rZW4=")
+        shared_stack.client.list_services(NextToken="bm90IGEgdG9rZW4=")
     assert caught.value.response["Error"]["Code"] == "InvalidRequestException"
 
 
-def test_unknown_request_members_are_ignored_like_aws_does(stack: Stack) -> None:
-    body = json.dumps({"ServiceArn": stack.arn("svc-one"), "FutureMember": True}).encode()
+def test_unknown_request_members_are_ignored_like_aws_does(shared_stack: Stack) -> None:
+    body = json.dumps({"ServiceArn": shared_stack.arn("svc-one"), "FutureMember": True}).encode()
 
-    response = raw_call(stack, "AppRunner.DescribeService", body)
+    response = raw_call(shared_stack, "AppRunner.DescribeService", body)
 
     assert response.status_code == 200
     assert response.json()["Service"]["ServiceName"] == "svc-one"
@@ -700,7 +723,7 @@ def model_problems(value: Any, shape: Shape, where: str = "") -> list[str]:
     """Everything about a decoded JSON 1.0 value that breaks ``shape`` (stricter than botocore)."""
     meta = shape.metadata
     kind = shape.type_name
-    if kind == "structure":
+    if isinstance(shape, StructureShape):
         if not isinstance(value, dict):
             return [f"{where}: not an object"]
         problems = [
@@ -712,7 +735,7 @@ def model_problems(value: Any, shape: Shape, where: str = "") -> list[str]:
             else:
                 problems += model_problems(item, shape.members[key], f"{where}.{key}")
         return problems
-    if kind == "list":
+    if isinstance(shape, ListShape):
         if not isinstance(value, list):
             return [f"{where}: not a list"]
         return [
@@ -720,7 +743,7 @@ def model_problems(value: Any, shape: Shape, where: str = "") -> list[str]:
             for i, item in enumerate(value)
             for p in model_problems(item, shape.member, f"{where}[{i}]")
         ]
-    if kind == "map":
+    if isinstance(shape, MapShape):
         if not isinstance(value, dict):
             return [f"{where}: not an object"]
         return [
@@ -791,8 +814,8 @@ def test_raw_answers_conform_to_the_botocore_output_shapes(stack: Stack) -> None
     stubber.add_response("list_services", without_metadata(stack.client.list_services()))
 
 
-def test_error_answers_use_error_shapes_declared_by_the_operation(stack: Stack) -> None:
-    model = stack.client.meta.service_model
+def test_error_answers_use_error_shapes_declared_by_the_operation(shared_stack: Stack) -> None:
+    model = shared_stack.client.meta.service_model
     cases = [
         ("DescribeService", {"ServiceArn": UNKNOWN_ARN}),
         ("ListOperations", {"ServiceArn": UNKNOWN_ARN}),
@@ -800,7 +823,7 @@ def test_error_answers_use_error_shapes_declared_by_the_operation(stack: Stack) 
         ("ListServices", {"MaxResults": 99}),
     ]
     for operation, params in cases:
-        response = raw_call(stack, f"AppRunner.{operation}", json.dumps(params).encode())
+        response = raw_call(shared_stack, f"AppRunner.{operation}", json.dumps(params).encode())
         assert response.status_code == 400
         error = response.json()
         declared = {shape.name for shape in model.operation_model(operation).error_shapes}
@@ -815,3 +838,45 @@ def test_error_answers_use_error_shapes_declared_by_the_operation(stack: Stack) 
 
 def without_metadata(response: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in response.items() if key != "ResponseMetadata"}
+
+
+def test_crashed_instance_answers_503_until_the_next_deployment(stack: Stack) -> None:
+    pid = stack.get("svc-one", "/version").json()["pid"]
+
+    os.kill(pid, signal.SIGKILL)
+
+    eventually(lambda: stack.get("svc-one", "/version").status_code == 503, "503 after the crash")
+    eventually(
+        lambda: any("exited unexpectedly with code -9" in m for m in stack.service_log("svc-one")),
+        "the crash to be logged",
+    )
+    stack.behave("svc-one", version="v2")
+    assert stack.deploy("svc-one")["Status"] == "SUCCEEDED"
+    assert stack.get("svc-one", "/version").json()["version"] == "v2"
+
+
+def test_stopping_mid_deployment_stops_the_new_instance_and_fails_the_operation(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "never-created"
+    (tmp_path / "svc-one.json").write_text(json.dumps({"version": "v1"}))
+    config = parse_config(
+        {"state_dir": str(tmp_path / "state"), "services": [fake_service(tmp_path, "svc-one")]}
+    )
+    with run_in_background(config) as running:
+        client = apprunner_client(running.endpoint_url)
+        arn = running.service_arns["svc-one"]
+        eventually(partial(running_status, client, arn), "the service to run")
+        (tmp_path / "svc-one.json").write_text(json.dumps({"ready_file": str(gate)}))
+        operation_id = client.start_deployment(ServiceArn=arn)["OperationId"]
+        eventually(lambda: len(list((tmp_path / "pids").iterdir())) == 2, "the new instance")
+        pids = {int(p.name) for p in (tmp_path / "pids").iterdir()}
+
+    eventually(lambda: not any(process_alive(pid) for pid in pids), "both instances to be gone")
+    # The next stand-in reports what became of the interrupted operation.
+    with run_in_background(config) as running:
+        client = apprunner_client(running.endpoint_url)
+        operations = client.list_operations(ServiceArn=arn)["OperationSummaryList"]
+        interrupted = next(o for o in operations if o["Id"] == operation_id)
+        assert interrupted["Status"] == "FAILED"
+        assert "EndedAt" in interrupted

@@ -1,0 +1,60 @@
+"""``python -m inference``: serve the configured model over HTTP (the image's command).
+
+One uvicorn worker per process, deliberately: a second worker would hold a
+second copy of the model in memory, split requests so they batch less well,
+and make readiness depend on several processes. Torch already uses every core
+inside a forward pass (TORCH_NUM_THREADS). Scale out with more instances.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from inference.app import create_app
+from inference.config import ConfigError, load_settings
+from inference.jsonlog import configure_logging
+
+logger = logging.getLogger("inference")
+
+
+def main() -> int:
+    """Run the server until SIGTERM/SIGINT; return the process exit code."""
+    configure_logging("INFO")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        logger.error("%s", exc, extra={"event": "config_invalid"})
+        return 2
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    logger.info(
+        "starting on %s:%d",
+        settings.host,
+        settings.port,
+        extra={
+            "event": "service_start",
+            "batching": settings.batching,
+            "batch_max_size": settings.batch_max_size,
+            "batch_max_wait_ms": settings.batch_max_wait_ms,
+            "torch_num_threads": settings.torch_num_threads,
+            "api_keys": len(settings.api_keys),
+        },
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_config=None,  # keep the JSON handlers configured above
+        access_log=False,  # the app logs one line per request itself
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
