@@ -70,7 +70,9 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     problems = []
     for error in exc.errors:
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in {"body", "payload"})
-        problems.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+        problems.append(
+            f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "")
+        )
     return _error(request, 400, "; ".join(problems) or "invalid request", errors=exc.errors)
 
 

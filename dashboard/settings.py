@@ -85,7 +85,9 @@ DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'dashboard.sqlit
 try:
     _database = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
 except Exception as exc:  # dj-database-url raises bare ValueError/KeyError on junk
-    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} is not a database URL: {exc}") from exc
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={DATABASE_URL!r} is not a database URL: {exc}"
+    ) from exc
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the Celery worker write concurrently: WAL lets readers
     # go on during a write and IMMEDIATE transactions avoid "database is locked"
@@ -116,7 +118,7 @@ USE_TZ = True
 
 # --- Static files (htmx etc. come from npm: see package.json) ---------------
 STATIC_URL = "static/"
-STATIC_ROOT = STATE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(STATE_DIR / "staticfiles")))
 STATICFILES_DIRS = [
     BASE_DIR / "dashboard" / "static",
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),

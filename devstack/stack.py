@@ -228,8 +228,11 @@ def up(ports: Ports, state_dir: Path) -> int:
     env = stack_env(ports, state_dir)
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     env["REDIS_URL"] = redis_url
-    busy = [p for p in (ports.dashboard, ports.aws, ports.apprunner, ports.production,
-                        ports.staging) if port_open("127.0.0.1", p)]
+    busy = [
+        p
+        for p in (ports.dashboard, ports.aws, ports.apprunner, ports.production, ports.staging)
+        if port_open("127.0.0.1", p)
+    ]
     if busy:
         print(f"ports already in use: {busy} (is another `make run` running?)", file=sys.stderr)
         return 1
@@ -243,8 +246,17 @@ def up(ports: Ports, state_dir: Path) -> int:
             redis = supervisor.start(
                 Process(
                     "redis",
-                    ["redis-server", "--bind", "127.0.0.1", "--port", str(parsed.port or 6379),
-                     "--save", "", "--appendonly", "no"],
+                    [
+                        "redis-server",
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        str(parsed.port or 6379),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
                 )
             )
             supervisor.wait_until(redis, lambda: redis_answers(redis_url), 20)
@@ -256,9 +268,16 @@ def up(ports: Ports, state_dir: Path) -> int:
         supervisor.run_once("migrate", [*manage, "migrate", "--noinput"], env)
         supervisor.run_once(
             "seed",
-            [*manage, "devstack_seed", "--phase", "aws",
-             "--cors-origin", f"http://127.0.0.1:{ports.dashboard}",
-             "--cors-origin", f"http://localhost:{ports.dashboard}"],
+            [
+                *manage,
+                "devstack_seed",
+                "--phase",
+                "aws",
+                "--cors-origin",
+                f"http://127.0.0.1:{ports.dashboard}",
+                "--cors-origin",
+                f"http://localhost:{ports.dashboard}",
+            ],
             env,
         )
         config_path = state_dir / "apprunner.json"
@@ -266,41 +285,90 @@ def up(ports: Ports, state_dir: Path) -> int:
         runner = supervisor.start(
             Process(
                 "apprunner",
-                [PYTHON, "-m", "devstack.apprunner", "--config", str(config_path),
-                 "--port", str(ports.apprunner)],
+                [
+                    PYTHON,
+                    "-m",
+                    "devstack.apprunner",
+                    "--config",
+                    str(config_path),
+                    "--port",
+                    str(ports.apprunner),
+                ],
                 env,
             )
         )
         supervisor.wait_until(runner, lambda: port_open("127.0.0.1", ports.apprunner), 30)
         supervisor.run_once(
             "seed",
-            [*manage, "devstack_seed", "--phase", "services",
-             "--service-url", f"production=http://127.0.0.1:{ports.production}",
-             "--service-url", f"staging=http://127.0.0.1:{ports.staging}"],
+            [
+                *manage,
+                "devstack_seed",
+                "--phase",
+                "services",
+                "--service-url",
+                f"production=http://127.0.0.1:{ports.production}",
+                "--service-url",
+                f"staging=http://127.0.0.1:{ports.staging}",
+            ],
             env,
         )
         web = supervisor.start(
             Process(
                 "web",
-                [PYTHON, "-m", "gunicorn", "dashboard.wsgi", "--bind",
-                 f"127.0.0.1:{ports.dashboard}", "--workers", "2", "--threads", "4",
-                 "--access-logfile", "-", "--graceful-timeout", "5"],
+                [
+                    PYTHON,
+                    "-m",
+                    "gunicorn",
+                    "dashboard.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{ports.dashboard}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                    "--graceful-timeout",
+                    "5",
+                ],
                 env,
             )
         )
         supervisor.start(
             Process(
                 "worker",
-                [PYTHON, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "INFO",
-                 "--concurrency", "2", "--without-gossip", "--without-mingle"],
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "dashboard",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
                 env,
             )
         )
         supervisor.start(
             Process(
                 "beat",
-                [PYTHON, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "INFO",
-                 "--schedule", str(state_dir / "celerybeat-schedule")],
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "dashboard",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(state_dir / "celerybeat-schedule"),
+                ],
                 env,
             )
         )
@@ -334,6 +402,8 @@ def up(ports: Ports, state_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("command", choices=["up"], nargs="?", default="up")
-    parser.add_argument("--state-dir", default=os.environ.get("MODELDECK_STATE_DIR", str(ROOT / ".devstack")))
+    parser.add_argument(
+        "--state-dir", default=os.environ.get("MODELDECK_STATE_DIR", str(ROOT / ".devstack"))
+    )
     args = parser.parse_args(argv)
     return up(Ports.from_env(), Path(args.state_dir))

@@ -76,8 +76,19 @@ def start_private_redis() -> str | None:
         return None
     port = free_port()
     subprocess.run(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--daemonize", "yes"],
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+        ],
         capture_output=True,
         check=False,
     )

@@ -5,11 +5,11 @@ from dashboard.accounts.admin_site import RoleModelAdmin, site
 from dashboard.accounts.models import ApiToken
 
 
-class RoleUserAdmin(RoleModelAdmin, UserAdmin):  # type: ignore[misc]
+class RoleUserAdmin(RoleModelAdmin, UserAdmin):
     pass
 
 
-class RoleGroupAdmin(RoleModelAdmin, GroupAdmin):  # type: ignore[misc]
+class RoleGroupAdmin(RoleModelAdmin, GroupAdmin):
     pass
 
 

@@ -18,7 +18,7 @@ class RoleAdminSite(admin.AdminSite):
         return user_has_role(request.user, ADMIN)
 
 
-class RoleModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class RoleModelAdmin(admin.ModelAdmin):
     """Everything is allowed to the admin role and nothing to anyone else."""
 
     def _allowed(self, request: HttpRequest) -> bool:

@@ -23,7 +23,7 @@ def user_role(user: Any) -> str | None:
         return ADMIN
     cached = getattr(user, "_modeldeck_role", "unset")
     if cached != "unset":
-        return cached  # type: ignore[no-any-return]
+        return cached
     names = set(user.groups.values_list("name", flat=True))
     role = max((r for r in ROLES if r in names), key=_RANK.__getitem__, default=None)
     user._modeldeck_role = role

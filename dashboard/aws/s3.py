@@ -115,7 +115,11 @@ def put_json(*, bucket: str, key: str, document: Any) -> str | None:
 def put_file(*, bucket: str, key: str, path: Path, sha256_b64: str | None = None) -> str | None:
     """Upload a local file in one PUT (small files: the demo model, tests);
     with ``sha256_b64`` S3 verifies the bytes it stored. Return the version id."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": "application/octet-stream"}
+    kwargs: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": key,
+        "ContentType": "application/octet-stream",
+    }
     if sha256_b64:
         kwargs["ChecksumSHA256"] = sha256_b64
     try:

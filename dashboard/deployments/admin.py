@@ -10,7 +10,15 @@ class EnvironmentAdmin(RoleModelAdmin):
 class DeploymentAdmin(RoleModelAdmin):
     """Read-only: deployments are changed by the deployment services only."""
 
-    list_display = ("id", "environment", "kind", "to_version", "status", "requested_by", "created_at")
+    list_display = (
+        "id",
+        "environment",
+        "kind",
+        "to_version",
+        "status",
+        "requested_by",
+        "created_at",
+    )
     list_filter = ("status", "kind")
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]

@@ -57,7 +57,9 @@ class Deployment(models.Model):
     IN_FLIGHT = (Status.PENDING, Status.IN_PROGRESS)
     FINAL = (Status.SUCCEEDED, Status.FAILED, Status.ROLLED_BACK)
 
-    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="deployments")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, related_name="deployments"
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PROMOTE)
     from_version = models.CharField(max_length=64, blank=True)
     to_version = models.CharField(max_length=64)

@@ -223,9 +223,9 @@ def deployment_execute(*, deployment_id: int) -> None:
     deployment returns at once, and one for an in-progress deployment resumes
     following its App Runner operation (a worker died mid-deploy)."""
     now = timezone.now()
-    claimed = Deployment.objects.filter(
-        pk=deployment_id, status=Deployment.Status.PENDING
-    ).update(status=Deployment.Status.IN_PROGRESS, started_at=now, heartbeat_at=now)
+    claimed = Deployment.objects.filter(pk=deployment_id, status=Deployment.Status.PENDING).update(
+        status=Deployment.Status.IN_PROGRESS, started_at=now, heartbeat_at=now
+    )
     deployment = Deployment.objects.select_related("environment").filter(pk=deployment_id).first()
     if deployment is None or deployment.status in Deployment.FINAL:
         return
@@ -339,8 +339,7 @@ def _conclude(deployment: Deployment, environment: Environment, status: str) -> 
             deployment,
             Deployment.Status.ROLLED_BACK,
             error=f"the new instance with {version} never became healthy; App Runner kept "
-            f"the previous one serving"
-            + (f" (version {live.version})" if live.version else ""),
+            f"the previous one serving" + (f" (version {live.version})" if live.version else ""),
             live=live.version or "",
             restore_pointer=True,
         )
@@ -360,11 +359,13 @@ def deployments_resume_stale() -> list[int]:
 
     cutoff = timezone.now() - dt.timedelta(seconds=settings.DEPLOYMENT_STALE_SECONDS)
     stale = list(
-        Deployment.objects.filter(status=Deployment.Status.IN_PROGRESS, heartbeat_at__lt=cutoff)
-        .values_list("pk", flat=True)
+        Deployment.objects.filter(
+            status=Deployment.Status.IN_PROGRESS, heartbeat_at__lt=cutoff
+        ).values_list("pk", flat=True)
     ) + list(
-        Deployment.objects.filter(status=Deployment.Status.PENDING, created_at__lt=cutoff)
-        .values_list("pk", flat=True)
+        Deployment.objects.filter(
+            status=Deployment.Status.PENDING, created_at__lt=cutoff
+        ).values_list("pk", flat=True)
     )
     for pk in stale:
         Deployment.objects.filter(pk=pk).update(heartbeat_at=timezone.now())

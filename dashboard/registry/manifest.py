@@ -43,8 +43,7 @@ def validate_artifact_name(value: object) -> str:
         or value == "manifest.json"
     ):
         raise ManifestError(
-            "artifact must be a plain file name (letters, digits, '.', '_', '-'), "
-            "not manifest.json"
+            "artifact must be a plain file name (letters, digits, '.', '_', '-'), not manifest.json"
         )
     return value
 

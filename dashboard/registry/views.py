@@ -52,7 +52,9 @@ def model_page(request: HttpRequest, model: str) -> HttpResponse:
     for state in states:
         if state.promoted_version:
             serving.setdefault(state.promoted_version, []).append(state.environment.name)
-    page = version_page(model=model, page=_page_number(request.GET.get("page")), page_size=PAGE_SIZE)
+    page = version_page(
+        model=model, page=_page_number(request.GET.get("page")), page_size=PAGE_SIZE
+    )
     context = {
         "model": model,
         "states": states,

@@ -8,8 +8,8 @@ deployment and rolled back when the new instance never gets healthy.
 
 Run it with ``python -m devstack.apprunner --config PATH`` (see
 ``devstack.apprunner.config`` for the file), or in-process with
-``run_in_background``. Deliberate differences from AWS are listed in
-docs/devstack-apprunner.md.
+``run_in_background``. Usage, configuration and the deliberate differences
+from AWS are in this package's README.md.
 """
 
 from devstack.apprunner.config import ConfigError, ServiceConfig, StandInConfig, load_config

@@ -15,7 +15,9 @@ FAKE_INFERENCE = Path(__file__).with_name("fake_inference.py")
 
 
 @pytest.fixture
-def deploy_stack(aws: str, db: Any, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def deploy_stack(
+    aws: str, db: Any, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
     """Embedded AWS with iris 1.0/1.1/2.0-broken, staging pointing at 1.0, and the
     App Runner stand-in running one staging service of fake inference instances."""
     from dashboard.aws import ssm
@@ -30,7 +32,9 @@ def deploy_stack(aws: str, db: Any, tmp_path: Path, settings: Any, monkeypatch: 
         publish("iris", version, tmp_path)
     info = version_get(model="iris", version="1.0")
     assert info is not None
-    pointer = pointer_build(info=info, bucket="test-models", promoted_by="t", reason="", now=timezone.now())
+    pointer = pointer_build(
+        info=info, bucket="test-models", promoted_by="t", reason="", now=timezone.now()
+    )
     ssm.put_parameter(name="/models/iris/staging", value=pointer_dumps(pointer))
     config = parse_config(
         {
@@ -68,8 +72,12 @@ def deploy_stack(aws: str, db: Any, tmp_path: Path, settings: Any, monkeypatch: 
             service_url=running.service_urls["iris-staging"],
         )
         wait_running(running.service_arns["iris-staging"])
-        yield {"environment": environment, "url": running.service_urls["iris-staging"],
-               "arn": running.service_arns["iris-staging"], "endpoint": running.endpoint_url}
+        yield {
+            "environment": environment,
+            "url": running.service_urls["iris-staging"],
+            "arn": running.service_arns["iris-staging"],
+            "endpoint": running.endpoint_url,
+        }
     reset_clients()
     os.environ.pop("AWS_ENDPOINT_URL_APPRUNNER", None)
 

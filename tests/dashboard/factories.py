@@ -8,7 +8,9 @@ from dashboard.accounts.services import token_create
 from dashboard.deployments.models import Environment
 from dashboard.deployments.services import environment_ensure
 
-FAKE_ARN = "arn:aws:apprunner:us-east-1:000000000000:service/{name}/0123456789abcdef0123456789abcdef"
+FAKE_ARN = (
+    "arn:aws:apprunner:us-east-1:000000000000:service/{name}/0123456789abcdef0123456789abcdef"
+)
 
 
 def make_environment(model: str = "iris", name: str = "staging", **extra: Any) -> Environment:

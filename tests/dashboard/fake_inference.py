@@ -28,8 +28,15 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/readyz":
             self._send(200 if READY else 503, {"ready": READY})
         elif self.path == "/version" and READY:
-            self._send(200, {"model": pointer["model"], "version": pointer["version"],
-                             "sha256": pointer["sha256"], "format": pointer["format"]})
+            self._send(
+                200,
+                {
+                    "model": pointer["model"],
+                    "version": pointer["version"],
+                    "sha256": pointer["sha256"],
+                    "format": pointer["format"],
+                },
+            )
         else:
             self._send(503 if not READY else 404, {"detail": "no"})
 

@@ -67,7 +67,9 @@ def test_versions_newest_first_and_paginated(client: Client, registry: Any, pers
         ("/api/deployments/99999999999999999999999", 404),
     ],
 )
-def test_bad_reads_get_clear_4xx(client: Client, registry: Any, personas: Any, path: str, status: int) -> None:
+def test_bad_reads_get_clear_4xx(
+    client: Client, registry: Any, personas: Any, path: str, status: int
+) -> None:
     response = call(client, "get", path, personas["viewer"])
     assert response.status_code == status, response.content
     assert response.json()["detail"]
@@ -78,8 +80,11 @@ def test_promote_writes_pointer_and_records_deployment(
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
         response = call(
-            client, "post", "/api/models/iris/environments/staging/promote",
-            personas["deployer"], {"version": "1.1", "reason": "better recall"},
+            client,
+            "post",
+            "/api/models/iris/environments/staging/promote",
+            personas["deployer"],
+            {"version": "1.1", "reason": "better recall"},
         )
     assert response.status_code == 202, response.content
     body = response.json()
@@ -93,7 +98,9 @@ def test_promote_writes_pointer_and_records_deployment(
     assert Deployment.objects.get(pk=body["id"]).pointer == pointer
 
 
-def test_second_promote_while_in_flight_is_409(client: Client, registry: Any, personas: Any) -> None:
+def test_second_promote_while_in_flight_is_409(
+    client: Client, registry: Any, personas: Any
+) -> None:
     path = "/api/models/iris/environments/staging/promote"
     assert call(client, "post", path, personas["deployer"], {"version": "1.1"}).status_code == 202
     response = call(client, "post", path, personas["deployer"], {"version": "2.0"})
@@ -120,19 +127,28 @@ def test_second_promote_while_in_flight_is_409(client: Client, registry: Any, pe
 def test_bad_promote_is_rejected_and_writes_nothing(
     client: Client, registry: Any, personas: Any, body: Any, status: int, needle: str
 ) -> None:
-    response = call(client, "post", "/api/models/iris/environments/staging/promote", personas["deployer"], body)
+    response = call(
+        client, "post", "/api/models/iris/environments/staging/promote", personas["deployer"], body
+    )
     assert response.status_code == status, response.content
     assert needle in response.json()["detail"]
     assert not Deployment.objects.exists()
     assert ssm.get_parameter(name="/models/iris/staging") is None
 
 
-def test_promote_invalid_version_is_400(client: Client, registry: Any, personas: Any, aws: str) -> None:
+def test_promote_invalid_version_is_400(
+    client: Client, registry: Any, personas: Any, aws: str
+) -> None:
     from dashboard.aws import s3
 
     s3.delete_object(bucket="test-models", key="models/iris/1.0/model.pt")  # artifact gone
-    response = call(client, "post", "/api/models/iris/environments/staging/promote",
-                    personas["deployer"], {"version": "1.0"})
+    response = call(
+        client,
+        "post",
+        "/api/models/iris/environments/staging/promote",
+        personas["deployer"],
+        {"version": "1.0"},
+    )
     assert response.status_code == 400
     assert "only valid versions" in response.json()["detail"]
 
@@ -145,7 +161,9 @@ def test_promote_invalid_version_is_400(client: Client, registry: Any, personas:
         ("/api/models/iris/environments/BAD/promote", 400),
     ],
 )
-def test_promote_to_unknown_places(client: Client, registry: Any, personas: Any, path: str, status: int) -> None:
+def test_promote_to_unknown_places(
+    client: Client, registry: Any, personas: Any, path: str, status: int
+) -> None:
     response = call(client, "post", path, personas["deployer"], {"version": "1.0"})
     assert response.status_code == status
 
@@ -165,8 +183,13 @@ def test_promote_to_unknown_places(client: Client, registry: Any, personas: Any,
 def test_promote_permissions(
     client: Client, registry: Any, personas: Any, persona: str, environment: str, status: int
 ) -> None:
-    response = call(client, "post", f"/api/models/iris/environments/{environment}/promote",
-                    personas[persona], {"version": "1.0"})
+    response = call(
+        client,
+        "post",
+        f"/api/models/iris/environments/{environment}/promote",
+        personas[persona],
+        {"version": "1.0"},
+    )
     assert response.status_code == status, response.content
 
 
@@ -186,14 +209,19 @@ def test_session_auth_needs_csrf(registry: Any, personas: Any) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(personas["deployer"])
     assert client.get("/api/models").status_code == 200
-    response = client.post("/api/models/iris/environments/staging/promote",
-                           data=json.dumps({"version": "1.0"}), content_type="application/json")
+    response = client.post(
+        "/api/models/iris/environments/staging/promote",
+        data=json.dumps({"version": "1.0"}),
+        content_type="application/json",
+    )
     assert response.status_code in (401, 403)
     assert not Deployment.objects.exists()
 
 
 def test_rollback_without_history_is_400(client: Client, registry: Any, personas: Any) -> None:
-    response = call(client, "post", "/api/models/iris/environments/staging/rollback", personas["deployer"], {})
+    response = call(
+        client, "post", "/api/models/iris/environments/staging/rollback", personas["deployer"], {}
+    )
     assert response.status_code == 400
     assert "roll back" in response.json()["detail"]
 

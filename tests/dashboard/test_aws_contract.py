@@ -21,7 +21,9 @@ OP1 = "6f1c2a9e-1111-4c3b-9d1e-0123456789ab"
 OTHER = "6f1c2a9e-2222-4c3b-9d1e-0123456789ab"
 MISSING = "6f1c2a9e-3333-4c3b-9d1e-0123456789ab"
 NOW = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
-ARN = "arn:aws:apprunner:us-east-1:000000000000:service/iris-staging/0123456789abcdef0123456789abcdef"
+ARN = (
+    "arn:aws:apprunner:us-east-1:000000000000:service/iris-staging/0123456789abcdef0123456789abcdef"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +45,9 @@ def test_s3_list_objects_pages() -> None:
     stubber.add_response(
         "list_objects_v2",
         {
-            "Contents": [{"Key": "models/iris/1/model.pt", "Size": 3, "LastModified": NOW, "ETag": '"e"'}],
+            "Contents": [
+                {"Key": "models/iris/1/model.pt", "Size": 3, "LastModified": NOW, "ETag": '"e"'}
+            ],
             "IsTruncated": True,
             "NextContinuationToken": "t1",
         },
@@ -51,8 +55,10 @@ def test_s3_list_objects_pages() -> None:
     )
     stubber.add_response(
         "list_objects_v2",
-        {"Contents": [{"Key": "models/iris/1/manifest.json", "Size": 9, "LastModified": NOW}],
-         "IsTruncated": False},
+        {
+            "Contents": [{"Key": "models/iris/1/manifest.json", "Size": 9, "LastModified": NOW}],
+            "IsTruncated": False,
+        },
         {"Bucket": "b", "Prefix": "models/iris/", "ContinuationToken": "t1"},
     )
     keys = [o.key for o in s3.iter_objects(bucket="b", prefix="models/iris/")]
@@ -64,7 +70,10 @@ def test_s3_list_prefixes() -> None:
     stubber = stub("s3")
     stubber.add_response(
         "list_objects_v2",
-        {"CommonPrefixes": [{"Prefix": "models/iris/"}, {"Prefix": "models/fraud/"}], "IsTruncated": False},
+        {
+            "CommonPrefixes": [{"Prefix": "models/iris/"}, {"Prefix": "models/fraud/"}],
+            "IsTruncated": False,
+        },
         {"Bucket": "b", "Prefix": "models/", "Delimiter": "/"},
     )
     assert s3.list_prefixes(bucket="b", prefix="models/") == ["models/iris/", "models/fraud/"]
@@ -77,7 +86,9 @@ def test_s3_head_object_found_and_missing() -> None:
         {"ContentLength": 10, "LastModified": NOW, "ETag": '"x"', "VersionId": "v1"},
         {"Bucket": "b", "Key": "k"},
     )
-    stubber.add_client_error("head_object", "404", "Not Found", 404, expected_params={"Bucket": "b", "Key": "gone"})
+    stubber.add_client_error(
+        "head_object", "404", "Not Found", 404, expected_params={"Bucket": "b", "Key": "gone"}
+    )
     info = s3.head_object(bucket="b", key="k")
     assert info is not None and info.version_id == "v1" and info.size == 10
     assert s3.head_object(bucket="b", key="gone") is None
@@ -91,7 +102,9 @@ def test_s3_get_json() -> None:
         {"Body": StreamingBody(io.BytesIO(body), len(body)), "ContentLength": len(body)},
         {"Bucket": "b", "Key": "m.json"},
     )
-    stubber.add_client_error("get_object", "NoSuchKey", "no", 404, expected_params={"Bucket": "b", "Key": "x"})
+    stubber.add_client_error(
+        "get_object", "NoSuchKey", "no", 404, expected_params={"Bucket": "b", "Key": "x"}
+    )
     assert s3.get_json(bucket="b", key="m.json") == {"a": 1}
     assert s3.get_json(bucket="b", key="x") is None
 
@@ -101,7 +114,12 @@ def test_s3_put_json_and_file(tmp_path: Any) -> None:
     stubber.add_response(
         "put_object",
         {"VersionId": "v2"},
-        {"Bucket": "b", "Key": "m.json", "Body": b'{\n  "a": 1\n}', "ContentType": "application/json"},
+        {
+            "Bucket": "b",
+            "Key": "m.json",
+            "Body": b'{\n  "a": 1\n}',
+            "ContentType": "application/json",
+        },
     )
     assert s3.put_json(bucket="b", key="m.json", document={"a": 1}) == "v2"
     path = tmp_path / "f"
@@ -111,11 +129,23 @@ def test_s3_put_json_and_file(tmp_path: Any) -> None:
     stubber.add_response(
         "put_object",
         {"VersionId": "v3"},
-        {"Bucket": "b", "Key": "k", "Body": ANY, "ContentType": "application/octet-stream",
-         "ChecksumSHA256": "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="},
+        {
+            "Bucket": "b",
+            "Key": "k",
+            "Body": ANY,
+            "ContentType": "application/octet-stream",
+            "ChecksumSHA256": "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+        },
     )
-    assert s3.put_file(bucket="b", key="k", path=path,
-                       sha256_b64="ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=") == "v3"
+    assert (
+        s3.put_file(
+            bucket="b",
+            key="k",
+            path=path,
+            sha256_b64="ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+        )
+        == "v3"
+    )
 
 
 def test_s3_delete_object() -> None:
@@ -129,15 +159,30 @@ def test_ssm_get_and_put_parameter() -> None:
     stubber = stub("ssm")
     stubber.add_response(
         "get_parameter",
-        {"Parameter": {"Name": "/models/iris/staging", "Type": "String", "Value": "{}", "Version": 3}},
+        {
+            "Parameter": {
+                "Name": "/models/iris/staging",
+                "Type": "String",
+                "Value": "{}",
+                "Version": 3,
+            }
+        },
         {"Name": "/models/iris/staging"},
     )
-    stubber.add_client_error("get_parameter", "ParameterNotFound", "", 400, expected_params={"Name": "/nope"})
+    stubber.add_client_error(
+        "get_parameter", "ParameterNotFound", "", 400, expected_params={"Name": "/nope"}
+    )
     stubber.add_response(
         "put_parameter",
         {"Version": 4, "Tier": "Standard"},
-        {"Name": "/models/iris/staging", "Value": "{}", "Type": "String", "Overwrite": True,
-         "Description": "d", "Tier": "Standard"},
+        {
+            "Name": "/models/iris/staging",
+            "Value": "{}",
+            "Type": "String",
+            "Overwrite": True,
+            "Description": "d",
+            "Tier": "Standard",
+        },
     )
     assert ssm.get_parameter(name="/models/iris/staging") == "{}"
     assert ssm.get_parameter(name="/nope") is None
@@ -172,7 +217,11 @@ def test_apprunner_start_deployment() -> None:
     stubber = stub("apprunner")
     stubber.add_response("start_deployment", {"OperationId": OP1}, {"ServiceArn": ARN})
     stubber.add_client_error(
-        "start_deployment", "InvalidStateException", "busy", 400, expected_params={"ServiceArn": ARN}
+        "start_deployment",
+        "InvalidStateException",
+        "busy",
+        400,
+        expected_params={"ServiceArn": ARN},
     )
     assert apprunner.start_deployment(service_arn=ARN) == OP1
     with pytest.raises(AwsConflictError):
@@ -183,22 +232,42 @@ def test_apprunner_describe_service() -> None:
     stubber = stub("apprunner")
     stubber.add_response("describe_service", {"Service": _service()}, {"ServiceArn": ARN})
     stubber.add_client_error(
-        "describe_service", "ResourceNotFoundException", "no", 400, expected_params={"ServiceArn": ARN}
+        "describe_service",
+        "ResourceNotFoundException",
+        "no",
+        400,
+        expected_params={"ServiceArn": ARN},
     )
     info = apprunner.describe_service(service_arn=ARN)
-    assert (info.name, info.url, info.status) == ("iris-staging", "abc.us-east-1.awsapprunner.com", "RUNNING")
+    assert (info.name, info.url, info.status) == (
+        "iris-staging",
+        "abc.us-east-1.awsapprunner.com",
+        "RUNNING",
+    )
     with pytest.raises(AwsNotFoundError):
         apprunner.describe_service(service_arn=ARN)
 
 
 def test_apprunner_list_services_pages() -> None:
     stubber = stub("apprunner")
-    summary = {k: _service()[k] for k in ("ServiceName", "ServiceId", "ServiceArn", "ServiceUrl",
-                                          "CreatedAt", "UpdatedAt", "Status")}
-    stubber.add_response("list_services", {"ServiceSummaryList": [summary], "NextToken": "n"},
-                         {"MaxResults": 20})
-    stubber.add_response("list_services", {"ServiceSummaryList": [summary]},
-                         {"MaxResults": 20, "NextToken": "n"})
+    summary = {
+        k: _service()[k]
+        for k in (
+            "ServiceName",
+            "ServiceId",
+            "ServiceArn",
+            "ServiceUrl",
+            "CreatedAt",
+            "UpdatedAt",
+            "Status",
+        )
+    }
+    stubber.add_response(
+        "list_services", {"ServiceSummaryList": [summary], "NextToken": "n"}, {"MaxResults": 20}
+    )
+    stubber.add_response(
+        "list_services", {"ServiceSummaryList": [summary]}, {"MaxResults": 20, "NextToken": "n"}
+    )
     assert [s.arn for s in apprunner.list_services()] == [ARN, ARN]
 
 
@@ -206,18 +275,41 @@ def test_apprunner_get_operation_searches_pages() -> None:
     stubber = stub("apprunner")
     stubber.add_response(
         "list_operations",
-        {"OperationSummaryList": [{"Id": OTHER, "Type": "START_DEPLOYMENT", "Status": "SUCCEEDED",
-                                   "TargetArn": ARN, "StartedAt": NOW, "EndedAt": NOW, "UpdatedAt": NOW}],
-         "NextToken": "n"},
+        {
+            "OperationSummaryList": [
+                {
+                    "Id": OTHER,
+                    "Type": "START_DEPLOYMENT",
+                    "Status": "SUCCEEDED",
+                    "TargetArn": ARN,
+                    "StartedAt": NOW,
+                    "EndedAt": NOW,
+                    "UpdatedAt": NOW,
+                }
+            ],
+            "NextToken": "n",
+        },
         {"ServiceArn": ARN, "MaxResults": 20},
     )
     stubber.add_response(
         "list_operations",
-        {"OperationSummaryList": [{"Id": OP1, "Type": "START_DEPLOYMENT", "Status": "ROLLBACK_IN_PROGRESS",
-                                   "TargetArn": ARN, "StartedAt": NOW, "UpdatedAt": NOW}]},
+        {
+            "OperationSummaryList": [
+                {
+                    "Id": OP1,
+                    "Type": "START_DEPLOYMENT",
+                    "Status": "ROLLBACK_IN_PROGRESS",
+                    "TargetArn": ARN,
+                    "StartedAt": NOW,
+                    "UpdatedAt": NOW,
+                }
+            ]
+        },
         {"ServiceArn": ARN, "MaxResults": 20, "NextToken": "n"},
     )
     operation = apprunner.get_operation(service_arn=ARN, operation_id=OP1)
     assert operation is not None and operation.status == "ROLLBACK_IN_PROGRESS" and operation.active
-    stubber.add_response("list_operations", {"OperationSummaryList": []}, {"ServiceArn": ARN, "MaxResults": 20})
+    stubber.add_response(
+        "list_operations", {"OperationSummaryList": []}, {"ServiceArn": ARN, "MaxResults": 20}
+    )
     assert apprunner.get_operation(service_arn=ARN, operation_id=MISSING) is None

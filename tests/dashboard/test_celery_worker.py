@@ -26,7 +26,9 @@ def worker(deploy_stack: Any) -> Iterator[None]:
     from dashboard.celery import app
 
     app.control.purge()
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING"):
+    with start_worker(
+        app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING"
+    ):
         yield
 
 
@@ -52,11 +54,15 @@ def test_api_promote_runs_on_the_worker(deploy_stack: Any, personas: Any, worker
     deployment = wait_final(response.json()["id"])
     assert deployment.status == "succeeded", deployment.error
     assert deployment.live_version == "1.1"
-    body = client.get(f"/api/deployments/{deployment.pk}", headers=token_headers(personas["viewer"])).json()
+    body = client.get(
+        f"/api/deployments/{deployment.pk}", headers=token_headers(personas["viewer"])
+    ).json()
     assert body["status"] == "succeeded" and body["finished_at"]
 
 
-def test_stale_deployment_is_resumed(deploy_stack: Any, personas: Any, worker: None, settings: Any) -> None:
+def test_stale_deployment_is_resumed(
+    deploy_stack: Any, personas: Any, worker: None, settings: Any
+) -> None:
     from dashboard.deployments.services import deployments_resume_stale
 
     # A deployment whose worker was killed before it reported anything.

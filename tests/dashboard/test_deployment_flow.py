@@ -26,12 +26,18 @@ def served_version(url: str) -> str:
 
 def start(stack: dict[str, Any], user: Any, version: str, capture: Any) -> Deployment:
     with capture(execute=False):
-        return deployment_start(environment=stack["environment"], version=version, user=user, reason="test")
+        return deployment_start(
+            environment=stack["environment"], version=version, user=user, reason="test"
+        )
 
 
-def test_promote_goes_live(deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any) -> None:
+def test_promote_goes_live(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     assert served_version(deploy_stack["url"]) == "1.0"
-    deployment = start(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = start(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     deployment_execute(deployment_id=deployment.pk)
     deployment.refresh_from_db()
     assert deployment.status == "succeeded", deployment.error
@@ -46,7 +52,9 @@ def test_promote_goes_live(deploy_stack: Any, personas: Any, django_capture_on_c
 def test_unhealthy_version_is_rolled_back(
     deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    deployment = start(deploy_stack, personas["deployer"], "2.0-broken", django_capture_on_commit_callbacks)
+    deployment = start(
+        deploy_stack, personas["deployer"], "2.0-broken", django_capture_on_commit_callbacks
+    )
     deployment_execute(deployment_id=deployment.pk)
     deployment.refresh_from_db()
     assert deployment.status == "rolled_back"
@@ -54,17 +62,23 @@ def test_unhealthy_version_is_rolled_back(
     assert served_version(deploy_stack["url"]) == "1.0"  # the old instance kept serving
     pointer = json.loads(ssm.get_parameter(name="/models/iris/staging") or "")
     assert pointer["version"] == "1.0"  # and the next cold start serves it too
-    operation = apprunner.get_operation(service_arn=deploy_stack["arn"], operation_id=deployment.operation_id)
+    operation = apprunner.get_operation(
+        service_arn=deploy_stack["arn"], operation_id=deployment.operation_id
+    )
     assert operation is not None and operation.status == "ROLLBACK_SUCCEEDED"
 
 
 def test_execute_is_idempotent_and_resumes(
     deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    deployment = start(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = start(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     # A worker claimed it and started the operation, then died.
     operation_id = apprunner.start_deployment(service_arn=deploy_stack["arn"])
-    Deployment.objects.filter(pk=deployment.pk).update(status="in_progress", operation_id=operation_id)
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status="in_progress", operation_id=operation_id
+    )
     deployment_execute(deployment_id=deployment.pk)  # the redelivered task
     deployment.refresh_from_db()
     assert deployment.status == "succeeded" and deployment.operation_id == operation_id
@@ -81,7 +95,9 @@ def test_rollback_returns_to_previous_live_version(
     first = start(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
     deployment_execute(deployment_id=first.pk)
     with django_capture_on_commit_callbacks(execute=False):
-        back = deployment_rollback(environment=deploy_stack["environment"], user=personas["deployer"])
+        back = deployment_rollback(
+            environment=deploy_stack["environment"], user=personas["deployer"]
+        )
     assert (back.kind, back.from_version, back.to_version) == ("rollback", "1.1", "1.0")
     deployment_execute(deployment_id=back.pk)
     back.refresh_from_db()

@@ -16,8 +16,22 @@ def test_valid_model_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "Iris", "-iris", "iris_", "../x", "a/b", "a b", "a" * 64, "iris\n", "ırıs", "iris\u200b",
-     "ｉｒｉｓ", None, 5],
+    [
+        "",
+        "Iris",
+        "-iris",
+        "iris_",
+        "../x",
+        "a/b",
+        "a b",
+        "a" * 64,
+        "iris\n",
+        "ırıs",
+        "iris\u200b",
+        "ｉｒｉｓ",
+        None,
+        5,
+    ],
 )
 def test_invalid_model_names(name: object) -> None:
     with pytest.raises(InvalidName):

@@ -33,24 +33,43 @@ def as_persona(personas: dict[str, Any], name: str) -> Client:
 @pytest.fixture
 def deployment(registry: Any, personas: Any) -> Deployment:
     return Deployment.objects.create(
-        environment=registry["staging"], to_version="1.0", pointer={}, requested_by=personas["admin"]
+        environment=registry["staging"],
+        to_version="1.0",
+        pointer={},
+        requested_by=personas["admin"],
     )
 
 
 READ_PAGES = ["/models/", "/models/iris/", "/deployments/{id}/"]
-EXPECTED_READ = {"anonymous": 302, "outsider": 403, "viewer": 200, "deployer": 200, "admin": 200, "superuser": 200}
+EXPECTED_READ = {
+    "anonymous": 302,
+    "outsider": 403,
+    "viewer": 200,
+    "deployer": 200,
+    "admin": 200,
+    "superuser": 200,
+}
 
 
 @pytest.mark.parametrize("persona", list(EXPECTED_READ))
 @pytest.mark.parametrize("url", READ_PAGES)
-def test_read_pages_by_persona(personas: Any, deployment: Deployment, persona: str, url: str) -> None:
+def test_read_pages_by_persona(
+    personas: Any, deployment: Deployment, persona: str, url: str
+) -> None:
     response = as_persona(personas, persona).get(url.format(id=deployment.pk))
     assert response.status_code == EXPECTED_READ[persona]
     if persona == "anonymous":
         assert response["Location"].startswith("/login/")
 
 
-EXPECTED_WRITE = {"anonymous": 302, "outsider": 403, "viewer": 403, "deployer": 302, "admin": 302, "superuser": 302}
+EXPECTED_WRITE = {
+    "anonymous": 302,
+    "outsider": 403,
+    "viewer": 403,
+    "deployer": 302,
+    "admin": 302,
+    "superuser": 302,
+}
 
 
 @pytest.mark.parametrize("persona", list(EXPECTED_WRITE))
@@ -94,7 +113,9 @@ def test_unknown_things_are_404(personas: Any, registry: Any) -> None:
     assert client.get("/deployments/424242/").status_code == 404
     assert client.get("/deployments/99999999999999999999/").status_code == 404
     deployer = as_persona(personas, "deployer")
-    assert deployer.post("/models/iris/environments/qa/promote", {"version": "1.0"}).status_code == 404
+    assert (
+        deployer.post("/models/iris/environments/qa/promote", {"version": "1.0"}).status_code == 404
+    )
 
 
 def test_model_page_shows_versions_and_environment(personas: Any, registry: Any) -> None:
@@ -135,9 +156,22 @@ def test_static_assets_are_served_locally(client: Client, db: Any) -> None:
 
 
 def test_pointer_json_matches_contract(personas: Any, registry: Any) -> None:
-    as_persona(personas, "deployer").post("/models/iris/environments/staging/promote", {"version": "2.0"})
+    as_persona(personas, "deployer").post(
+        "/models/iris/environments/staging/promote", {"version": "2.0"}
+    )
     pointer = json.loads(ssm.get_parameter(name="/models/iris/staging") or "")
     assert set(pointer) == {
-        "schema", "model", "version", "bucket", "key", "s3_version_id", "sha256", "size",
-        "format", "input", "promoted_by", "promoted_at", "reason",
+        "schema",
+        "model",
+        "version",
+        "bucket",
+        "key",
+        "s3_version_id",
+        "sha256",
+        "size",
+        "format",
+        "input",
+        "promoted_by",
+        "promoted_at",
+        "reason",
     }

@@ -29,7 +29,7 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 from botocore.stub import Stubber
 
 from devstack.apprunner import run_in_background, service_arn_for, service_id_for
-from devstack.apprunner.config import parse_config
+from devstack.apprunner.config import ConfigError, parse_config
 from devstack.apprunner.logsink import MemorySink
 from devstack.apprunner.server import RunningStandIn
 
@@ -579,13 +579,16 @@ def test_proxy_forwards_a_chunked_request_body(stack: Stack) -> None:
 
 def test_instance_output_is_prefixed_and_appended_to_the_service_log(stack: Stack) -> None:
     [started] = [line for line in stack.service_log("svc-one") if " started: pid " in line]
-    instance_id = started.split()[1]
+    instance_id, port = re.fullmatch(
+        r"instance (\w+) started: pid \d+, port (\d+)", started
+    ).groups()
 
     log_lines = (stack.state_dir / "logs" / "svc-one.log").read_text().splitlines()
 
     prefix = f"[svc-one/{instance_id}]"
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
     assert any(
-        line.endswith(f"{prefix} fake instance v1 starting on port " + line.rsplit(" ", 1)[-1])
+        re.fullmatch(rf"{stamp} {re.escape(prefix)} fake instance v1 starting on port {port}", line)
         for line in log_lines
     ), log_lines
     assert any(f"{prefix} fake instance v1 says hello on stderr" in line for line in log_lines)
@@ -880,3 +883,60 @@ def test_stopping_mid_deployment_stops_the_new_instance_and_fails_the_operation(
         interrupted = next(o for o in operations if o["Id"] == operation_id)
         assert interrupted["Status"] == "FAILED"
         assert "EndedAt" in interrupted
+
+
+def test_command_that_cannot_run_fails_the_creation_with_the_reason(
+    start_stack: StackStarter, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no-such-program")
+    stack = start_stack(fake_service(tmp_path, "svc-one", command=[missing, "--flag"]))
+
+    assert stack.wait_settled("svc-one")["Status"] == "CREATE_FAILED"
+    assert stack.operations("svc-one")[0]["Status"] == "FAILED"
+    assert any(f"cannot start {missing} --flag" in m for m in stack.service_log("svc-one"))
+    assert stack.get("svc-one", "/").status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"region": "Mars"}, "does not look like an AWS region"),
+        ({"account_id": "42"}, "12 digits"),
+        ({"services": []}, "non-empty list"),
+        ({"services": [{"name": "ab", "port": 0, "command": ["x"]}]}, "not a valid App Runner"),
+        ({"services": [{"name": "svc-one", "port": 70000, "command": ["x"]}]}, "port"),
+        ({"services": [{"name": "svc-one", "port": 0, "command": []}]}, "command"),
+        (
+            {"services": [{"name": "svc-one", "port": 0, "command": ["x"], "env": {"PORT": "1"}}]},
+            "must not set PORT",
+        ),
+        (
+            {"services": [{"name": "svc-one", "port": 0, "command": ["x"], "helth": "/"}]},
+            "unknown keys ['helth']",
+        ),
+        (
+            {
+                "services": [
+                    {"name": "svc-one", "port": 0, "command": ["x"], "stop_grace_seconds": -1}
+                ]
+            },
+            "stop_grace_seconds must be a positive number",
+        ),
+        (
+            {
+                "services": [
+                    {"name": "svc-one", "port": 8081, "command": ["x"]},
+                    {"name": "svc-two", "port": 8081, "command": ["x"]},
+                ]
+            },
+            "ports must be unique",
+        ),
+    ],
+)
+def test_configuration_errors_name_the_problem(change: dict[str, Any], message: str) -> None:
+    raw = {"services": [{"name": "svc-one", "port": 0, "command": ["x"]}]} | change
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+
+    assert message in str(caught.value)

@@ -33,8 +33,19 @@ class LocalStack:
 
     def api_token(self, username: str = "admin") -> str:
         result = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), "create_api_token", username, "--name", "e2e"],
-            env=self.env, capture_output=True, text=True, check=True, cwd=ROOT,
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "create_api_token",
+                username,
+                "--name",
+                "e2e",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
         )
         return result.stdout.strip().splitlines()[-1]
 
@@ -51,7 +62,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     if os.environ.get("MODELDECK_NO_REDIS") == "1":
         pytest.skip("Redis is absent and could not be started")
     state_dir = tmp_path_factory.mktemp("stack")
-    ports = {name: free_port() for name in ("dashboard", "aws", "apprunner", "production", "staging")}
+    ports = {
+        name: free_port() for name in ("dashboard", "aws", "apprunner", "production", "staging")
+    }
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "AWS_ENDPOINT_URL"}}
     env.update({f"MODELDECK_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     env.update(
@@ -65,8 +78,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     )
     log = (state_dir / "stack.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "up"], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "devstack", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     stack = LocalStack(
         dashboard=f"http://127.0.0.1:{ports['dashboard']}",
@@ -96,7 +113,9 @@ def _wait_up(process: subprocess.Popen[bytes], stack: LocalStack, state_dir: Pat
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError("the stack exited:\n" + (state_dir / "stack.log").read_text()[-5000:])
+            raise AssertionError(
+                "the stack exited:\n" + (state_dir / "stack.log").read_text()[-5000:]
+            )
         try:
             if (
                 httpx.get(f"{stack.dashboard}/healthz", timeout=1).status_code == 200
@@ -107,4 +126,6 @@ def _wait_up(process: subprocess.Popen[bytes], stack: LocalStack, state_dir: Pat
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise AssertionError("the stack did not come up:\n" + (state_dir / "stack.log").read_text()[-5000:])
+    raise AssertionError(
+        "the stack did not come up:\n" + (state_dir / "stack.log").read_text()[-5000:]
+    )

@@ -73,7 +73,9 @@ def test_sign_in_promote_and_watch_it_succeed(local_stack: LocalStack, page: Any
         "#deployment-status[data-status=rolled_back]",
         timeout=180_000,
     )
-    assert status.get_attribute("data-status") == "succeeded", page.locator("#deployment-panel").inner_text()
+    assert status.get_attribute("data-status") == "succeeded", page.locator(
+        "#deployment-panel"
+    ).inner_text()
     assert target in page.locator("#deployment-panel").inner_text()
     assert httpx.get(f"{local_stack.production}/version").json()["version"] == target
 

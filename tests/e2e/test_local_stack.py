@@ -15,10 +15,14 @@ from tests.e2e.conftest import LocalStack
 pytestmark = pytest.mark.e2e
 
 
-def wait_final(stack: LocalStack, headers: dict[str, str], deployment_id: int, timeout: float = 180) -> Any:
+def wait_final(
+    stack: LocalStack, headers: dict[str, str], deployment_id: int, timeout: float = 180
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = httpx.get(f"{stack.dashboard}/api/deployments/{deployment_id}", headers=headers).json()
+        body = httpx.get(
+            f"{stack.dashboard}/api/deployments/{deployment_id}", headers=headers
+        ).json()
         if body["status"] in {"succeeded", "failed", "rolled_back"}:
             return body
         time.sleep(0.5)
@@ -27,12 +31,19 @@ def wait_final(stack: LocalStack, headers: dict[str, str], deployment_id: int, t
 
 def test_promote_through_the_api_goes_live_without_a_gap(local_stack: LocalStack) -> None:
     headers = {"Authorization": f"Token {local_stack.api_token('deployer')}"}
-    environments = httpx.get(f"{local_stack.dashboard}/api/models/iris/environments", headers=headers).json()
+    environments = httpx.get(
+        f"{local_stack.dashboard}/api/models/iris/environments", headers=headers
+    ).json()
     staging = next(e for e in environments if e["name"] == "staging")
     assert staging["live_version"] == staging["promoted_version"] is not None
-    versions = httpx.get(f"{local_stack.dashboard}/api/models/iris/versions", headers=headers).json()
-    target = next(v["version"] for v in versions["items"]
-                  if v["format"] == "torchscript" and v["version"] != staging["live_version"])
+    versions = httpx.get(
+        f"{local_stack.dashboard}/api/models/iris/versions", headers=headers
+    ).json()
+    target = next(
+        v["version"]
+        for v in versions["items"]
+        if v["format"] == "torchscript" and v["version"] != staging["live_version"]
+    )
 
     failures: list[str] = []
     answers: set[str] = set()
@@ -56,7 +67,8 @@ def test_promote_through_the_api_goes_live_without_a_gap(local_stack: LocalStack
     try:
         response = httpx.post(
             f"{local_stack.dashboard}/api/models/iris/environments/staging/promote",
-            headers=headers, json={"version": target, "reason": "e2e"},
+            headers=headers,
+            json={"version": target, "reason": "e2e"},
         )
         assert response.status_code == 202, response.text
         deployment = wait_final(local_stack, headers, response.json()["id"])
@@ -70,7 +82,9 @@ def test_promote_through_the_api_goes_live_without_a_gap(local_stack: LocalStack
 
     version = httpx.get(f"{local_stack.staging}/version").json()
     assert version["version"] == target and version["model"] == "iris"
-    prediction = httpx.post(f"{local_stack.staging}/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+    prediction = httpx.post(
+        f"{local_stack.staging}/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}
+    )
     assert prediction.status_code == 200
     outputs = prediction.json()["outputs"]
     assert len(outputs) == 1 and len(outputs[0]) == 3 and abs(sum(outputs[0]) - 1) < 1e-4
@@ -84,4 +98,9 @@ def test_promote_conflict_and_bad_input_over_http(local_stack: LocalStack) -> No
     assert httpx.post(url, headers=headers, json={"version": "no-such"}).status_code == 400
     assert httpx.post(url, headers=headers, content=b"{").status_code == 400
     assert httpx.post(url, json={"version": "x"}).status_code == 401
-    assert httpx.get(f"{local_stack.dashboard}/api/models/iris/versions?page=-1", headers=headers).status_code == 400
+    assert (
+        httpx.get(
+            f"{local_stack.dashboard}/api/models/iris/versions?page=-1", headers=headers
+        ).status_code
+        == 400
+    )

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,67 +14,171 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Deployment',
+            name="Deployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('promote', 'Promote'), ('rollback', 'Rollback'), ('auto_rollback', 'Auto Rollback')], default='promote', max_length=16)),
-                ('from_version', models.CharField(blank=True, max_length=64)),
-                ('to_version', models.CharField(max_length=64)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('in_progress', 'In Progress'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('rolled_back', 'Rolled Back')], default='pending', max_length=16)),
-                ('operation_id', models.CharField(blank=True, max_length=64)),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('pointer', models.JSONField(help_text='The pointer this deployment wrote to SSM.')),
-                ('previous_pointer', models.JSONField(blank=True, help_text='The pointer before it, restored if the deployment fails.', null=True)),
-                ('live_version', models.CharField(blank=True, help_text="What the service's /version reported at the end.", max_length=64)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("promote", "Promote"),
+                            ("rollback", "Rollback"),
+                            ("auto_rollback", "Auto Rollback"),
+                        ],
+                        default="promote",
+                        max_length=16,
+                    ),
+                ),
+                ("from_version", models.CharField(blank=True, max_length=64)),
+                ("to_version", models.CharField(max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("in_progress", "In Progress"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("rolled_back", "Rolled Back"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("operation_id", models.CharField(blank=True, max_length=64)),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                (
+                    "pointer",
+                    models.JSONField(help_text="The pointer this deployment wrote to SSM."),
+                ),
+                (
+                    "previous_pointer",
+                    models.JSONField(
+                        blank=True,
+                        help_text="The pointer before it, restored if the deployment fails.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "live_version",
+                    models.CharField(
+                        blank=True,
+                        help_text="What the service's /version reported at the end.",
+                        max_length=64,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='DeploymentEvent',
+            name="DeploymentEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('level', models.CharField(default='info', max_length=8)),
-                ('message', models.TextField()),
-                ('deployment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='deployments.deployment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                ("level", models.CharField(default="info", max_length=8)),
+                ("message", models.TextField()),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="deployments.deployment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['at', 'id'],
+                "ordering": ["at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Environment',
+            name="Environment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model_name', models.CharField(max_length=63)),
-                ('name', models.CharField(max_length=32)),
-                ('ssm_parameter', models.CharField(help_text='Name of the SSM String parameter holding the pointer.', max_length=2048)),
-                ('service_arn', models.CharField(help_text='App Runner service ARN.', max_length=1011)),
-                ('service_url', models.URLField(blank=True, help_text="Base URL of the service; empty means https:// + App Runner's ServiceUrl.")),
-                ('requires_admin', models.BooleanField(default=False, help_text='Only admins may promote to or roll back this environment.')),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model_name", models.CharField(max_length=63)),
+                ("name", models.CharField(max_length=32)),
+                (
+                    "ssm_parameter",
+                    models.CharField(
+                        help_text="Name of the SSM String parameter holding the pointer.",
+                        max_length=2048,
+                    ),
+                ),
+                (
+                    "service_arn",
+                    models.CharField(help_text="App Runner service ARN.", max_length=1011),
+                ),
+                (
+                    "service_url",
+                    models.URLField(
+                        blank=True,
+                        help_text="Base URL of the service; empty means https:// + App Runner's ServiceUrl.",
+                    ),
+                ),
+                (
+                    "requires_admin",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Only admins may promote to or roll back this environment.",
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['model_name', 'position', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('model_name', 'name'), name='environment_unique_name')],
+                "ordering": ["model_name", "position", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("model_name", "name"), name="environment_unique_name"
+                    )
+                ],
             },
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='environment',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='deployments.environment'),
+            model_name="deployment",
+            name="environment",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="deployments",
+                to="deployments.environment",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='deployment',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['pending', 'in_progress'])), fields=('environment',), name='deployment_one_in_flight_per_environment'),
+            model_name="deployment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["pending", "in_progress"])),
+                fields=("environment",),
+                name="deployment_one_in_flight_per_environment",
+            ),
         ),
     ]

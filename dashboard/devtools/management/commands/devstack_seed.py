@@ -110,6 +110,7 @@ class Command(BaseCommand):
             path.chmod(0o600)
         for username in ("admin", "deployer", "viewer"):
             user_ensure(username=username, password=password, role=username)
+        self.stdout.write(f"users admin, deployer, viewer; password {password}")
 
     def _link_services(self, urls: dict[str, str]) -> None:
         from devstack.demo_model import MODEL_NAME
