@@ -579,9 +579,9 @@ def test_proxy_forwards_a_chunked_request_body(stack: Stack) -> None:
 
 def test_instance_output_is_prefixed_and_appended_to_the_service_log(stack: Stack) -> None:
     [started] = [line for line in stack.service_log("svc-one") if " started: pid " in line]
-    instance_id, port = re.fullmatch(
-        r"instance (\w+) started: pid \d+, port (\d+)", started
-    ).groups()
+    match = re.fullmatch(r"instance (\w+) started: pid \d+, port (\d+)", started)
+    assert match, started
+    instance_id, port = match.groups()
 
     log_lines = (stack.state_dir / "logs" / "svc-one.log").read_text().splitlines()
 

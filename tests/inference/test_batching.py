@@ -130,3 +130,38 @@ def test_probes_answer_while_the_model_is_busy(serve_cached):
     # Had the forward blocked the event loop, no probe could have completed meanwhile.
     assert answered_while_busy >= 5
 
+
+
+def test_stop_finishes_what_is_queued_then_refuses(artifacts):
+    import asyncio
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import torch
+
+    from inference.batching import Batcher, ShuttingDown
+    from inference.metrics import Metrics
+    from inference.pointer import parse_pointer
+    from inference.state import LoadedModel
+    from tests.inference.conftest import pointer_for
+
+    artifact = artifacts["probe"]
+    pointer = parse_pointer(
+        __import__("json").dumps(pointer_for(artifact, key="k", s3_version_id="v")), source="test"
+    )
+    model = LoadedModel(pointer, torch.jit.load(str(artifact.path)), artifact.path, datetime.now(UTC))
+
+    async def scenario():
+        batcher = Batcher(model, Metrics(), enabled=True, max_examples=64, max_wait_seconds=0, max_queued=10)
+        jobs = [asyncio.create_task(batcher.submit(np.array([[0, i]], dtype=np.float32))) for i in range(3)]
+        await asyncio.sleep(0)  # all three are queued before the worker exists
+        batcher.start()
+        stopped = await asyncio.to_thread(batcher.stop, 60)
+        results = await asyncio.gather(*jobs)
+        with pytest.raises(ShuttingDown):
+            await batcher.submit(np.array([[0, 1]], dtype=np.float32))
+        return stopped, results
+
+    stopped, results = asyncio.run(scenario())
+    assert stopped
+    assert results == [f"[[0.0,{2.0 * i}]]".encode() for i in range(3)]
