@@ -6,3 +6,6 @@ class DeploymentsConfig(AppConfig):
 
     name = "dashboard.deployments"
     label = "deployments"
+
+    def ready(self) -> None:
+        from dashboard.deployments import checks  # noqa: F401 - registers the checks
