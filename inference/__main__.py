@@ -9,7 +9,9 @@ inside a forward pass (TORCH_NUM_THREADS). Scale out with more instances.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -43,6 +45,10 @@ def main() -> int:
             "api_keys": len(settings.api_keys),
         },
     )
+    # uvicorn finishes in-flight requests on SIGTERM, restores the previous handler
+    # and re-raises the signal; with this handler in place the re-raise ends the
+    # process with status 0, which orchestrators read as a clean stop.
+    signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     uvicorn.run(
         app,
         host=settings.host,
@@ -54,6 +60,10 @@ def main() -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None,
     )
     return 0
+
+
+def _exit_after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

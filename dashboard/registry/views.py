@@ -44,6 +44,18 @@ def model_page(request: HttpRequest, model: str) -> HttpResponse:
         validate_model_name(model)
     except InvalidName as exc:
         raise Http404(str(exc)) from exc
+    try:
+        return _model_page(request, model)
+    except AwsError as exc:
+        return render(
+            request,
+            "problem.html",
+            {"title": "AWS is not answering", "message": f"Could not read {model}: {exc}"},
+            status=503 if exc.transient else 502,
+        )
+
+
+def _model_page(request: HttpRequest, model: str) -> HttpResponse:
     environments = list(environment_list(model=model))
     if not environments and not model_exists(model=model):
         raise Http404(f"no model named {model!r}")

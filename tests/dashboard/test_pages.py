@@ -175,3 +175,21 @@ def test_pointer_json_matches_contract(personas: Any, registry: Any) -> None:
         "promoted_at",
         "reason",
     }
+
+
+def test_aws_down_is_a_clear_error_not_a_500(personas: Any, registry: Any, monkeypatch: Any) -> None:
+    from dashboard.aws.clients import reset_clients
+
+    # Point the clients at a port nothing listens on: a real connection failure.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr("django.conf.settings.AWS_MAX_ATTEMPTS", 1)
+    reset_clients()
+    try:
+        client = as_persona(personas, "viewer")
+        response = client.get("/models/iris/")
+        assert response.status_code == 503
+        assert "AWS is not answering" in response.content.decode()
+        api = client.get("/api/models/iris/versions")
+        assert api.status_code == 503 and "AWS call failed" in api.json()["detail"]
+    finally:
+        reset_clients()
