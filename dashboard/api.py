@@ -17,6 +17,7 @@ from dashboard.deployments.apis import router as deployments_router
 from dashboard.deployments.services import DeploymentError
 from dashboard.registry.apis import router as registry_router
 from dashboard.registry.names import InvalidName
+from dashboard.registry.uploads import UploadError
 
 
 class TokenAuth(APIKeyHeader):
@@ -90,6 +91,11 @@ def _invalid_name(request: HttpRequest, exc: InvalidName) -> HttpResponse:
 
 @api.exception_handler(DeploymentError)
 def _deployment_error(request: HttpRequest, exc: DeploymentError) -> HttpResponse:
+    return _error(request, exc.status, str(exc))
+
+
+@api.exception_handler(UploadError)
+def _upload_error(request: HttpRequest, exc: UploadError) -> HttpResponse:
     return _error(request, exc.status, str(exc))
 
 

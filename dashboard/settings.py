@@ -123,6 +123,7 @@ STATICFILES_DIRS = [
     BASE_DIR / "dashboard" / "static",
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+    ("vendor/hash-wasm", BASE_DIR / "node_modules" / "hash-wasm" / "dist"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -166,6 +167,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
+    "uploads-abort-abandoned": {
+        "task": "dashboard.registry.tasks.uploads_abort_abandoned",
+        "schedule": env_float("UPLOAD_JANITOR_EVERY_SECONDS", 3600.0, minimum=5.0),
+    },
+    "registry-sync": {
+        "task": "dashboard.registry.tasks.registry_sync",
+        "schedule": env_float("REGISTRY_SYNC_EVERY_SECONDS", 300.0, minimum=5.0),
+    },
     "deployments-resume-stale": {
         "task": "dashboard.deployments.tasks.deployments_resume_stale",
         "schedule": env_float("DEPLOYMENT_RESUME_EVERY_SECONDS", 30.0, minimum=1.0),
@@ -180,6 +189,18 @@ MODELS_BUCKET = env_str("MODELS_BUCKET", "modeldeck-models")
 AWS_CONNECT_TIMEOUT = env_float("AWS_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 AWS_READ_TIMEOUT = env_float("AWS_READ_TIMEOUT", 30.0, minimum=0.1)
 AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 5, minimum=1)
+AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE", "auto")
+if AWS_S3_ADDRESSING_STYLE not in {"auto", "path", "virtual"}:
+    raise ImproperlyConfigured("AWS_S3_ADDRESSING_STYLE must be auto, path or virtual")
+
+# --- Registry ---------------------------------------------------------------
+VALIDATION_TIME_LIMIT_SECONDS = env_float("VALIDATION_TIME_LIMIT_SECONDS", 300.0, minimum=5.0)
+VALIDATION_MEMORY_LIMIT_MB = env_int("VALIDATION_MEMORY_LIMIT_MB", 4096, minimum=512)
+VERSION_DELETE_PROTECT_DAYS = env_int("VERSION_DELETE_PROTECT_DAYS", 30, minimum=0)
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024**3, minimum=1)
+UPLOAD_PART_BYTES = env_int("UPLOAD_PART_BYTES", 16 * 1024**2, minimum=5 * 1024**2)
+UPLOAD_URL_EXPIRES_SECONDS = env_int("UPLOAD_URL_EXPIRES_SECONDS", 6 * 3600, minimum=60)
+UPLOAD_ABANDON_AFTER_HOURS = env_float("UPLOAD_ABANDON_AFTER_HOURS", 24.0, minimum=0.01)
 
 # --- Deployments ------------------------------------------------------------
 DEPLOYMENT_POLL_SECONDS = env_float("DEPLOYMENT_POLL_SECONDS", 2.0, minimum=0.05)

@@ -40,6 +40,19 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("models/", registry_views.models_page, name="models"),
     path("models/<str:model>/", registry_views.model_page, name="model"),
+    path("models/<str:model>/refresh", registry_views.refresh, name="refresh"),
+    path("models/<str:model>/upload/", registry_views.upload_page, name="upload"),
+    path("upload/", registry_views.upload_new_model_page, name="upload-new"),
+    path(
+        "models/<str:model>/versions/<str:version>/",
+        registry_views.version_page_view,
+        name="version",
+    ),
+    path(
+        "models/<str:model>/versions/<str:version>/delete",
+        registry_views.delete,
+        name="version-delete",
+    ),
     path(
         "models/<str:model>/environments/<str:environment>/promote",
         deployment_views.promote,

@@ -183,6 +183,8 @@ def stack_env(ports: Ports, state_dir: Path) -> dict[str, str]:
         "MODELS_BUCKET": os.environ.get("MODELS_BUCKET", "modeldeck-models"),
         "MODELDECK_STATE_DIR": str(state_dir),
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        # Presigned URLs are opened by the browser: path style works on 127.0.0.1.
+        "AWS_S3_ADDRESSING_STYLE": "path",
     }
 
 

@@ -8,11 +8,13 @@ inside a forward pass (TORCH_NUM_THREADS). Scale out with more instances.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
 from types import FrameType
 
+import prometheus_client
 import uvicorn
 
 from inference.app import create_app
@@ -31,6 +33,8 @@ def main() -> int:
         logger.error("%s", exc, extra={"event": "config_invalid"})
         return 2
     configure_logging(settings.log_level)
+    # The *_created series double the exposition for no use on a dashboard.
+    prometheus_client.disable_created_metrics()
     app = create_app(settings)
     logger.info(
         "starting on %s:%d",
@@ -45,6 +49,12 @@ def main() -> int:
             "api_keys": len(settings.api_keys),
         },
     )
+    # Importing torch and friends leaves ~200k long-lived objects that every full
+    # collection walks again (~0.1 s each here): under /predict load that made
+    # /healthz p99 ~110 ms instead of ~6 ms. Frozen objects are skipped by the
+    # cyclic GC; reference counting still frees them. See docs/inference.md.
+    gc.collect()
+    gc.freeze()
     # uvicorn finishes in-flight requests on SIGTERM, restores the previous handler
     # and re-raises the signal; with this handler in place the re-raise ends the
     # process with status 0, which orchestrators read as a clean stop.

@@ -55,10 +55,12 @@ class Service:
         self._loader: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopping = False
+        self._previous_torch_threads: int | None = None
 
     def start(self) -> None:
         """Start loading the model in the background and return at once."""
         if torch.get_num_threads() != self.settings.torch_num_threads:
+            self._previous_torch_threads = torch.get_num_threads()
             torch.set_num_threads(self.settings.torch_num_threads)
         self._loader = threading.Thread(
             target=self.startup.run, name="inference-startup", daemon=True
@@ -83,6 +85,10 @@ class Service:
         if self._loader is not None:
             # Long enough for an interrupted download to delete its temporary file.
             self._loader.join(timeout=5)
+        if self._previous_torch_threads is not None:
+            # The thread count is process-wide; leave it as found for whoever else
+            # runs torch in this process (tests run several apps in one).
+            torch.set_num_threads(self._previous_torch_threads)
 
     def _on_ready(self, model: LoadedModel) -> None:
         s = self.settings

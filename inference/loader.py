@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +41,11 @@ def load_module(path: Path, fmt: str) -> Any:
     try:
         with _quiet_torch_export_logger():
             if fmt == "torchscript":
-                module = torch.jit.load(str(path), map_location="cpu")
+                with warnings.catch_warnings():
+                    # torch 2.13 deprecates TorchScript in favour of torch.export, but
+                    # serving it is part of the contract; the warning helps nobody here.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    module = torch.jit.load(str(path), map_location="cpu")
                 module.eval()
             elif fmt == "torch.export":
                 # .module() gives an nn.Module whose eval() torch refuses; the exported

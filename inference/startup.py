@@ -92,7 +92,7 @@ class Startup:
 
     def bring_up(self) -> LoadedModel:
         """Return the verified, loaded and warmed-up model; raise StartupFailure or Stopped."""
-        with self._phase(Phase.RESOLVING, "resolving the model pointer"):
+        with self._phase(Phase.RESOLVING, "resolving the model pointer", name="resolve"):
             pointer = self.resolve_pointer()
         logger.info(
             "pointer names %s %s (%s, %d bytes)",
@@ -109,7 +109,9 @@ class Startup:
             },
         )
         path = self.fetch_artifact(pointer)
-        with self._phase(Phase.LOADING, f"loading the {pointer.format} artifact") as fields:
+        with self._phase(
+            Phase.LOADING, f"loading the {pointer.format} artifact", name="load"
+        ) as fields:
             module = load_module(path, pointer.format)
             fields["bytes"] = pointer.size
         with self._phase(Phase.LOADING, "warm-up forward", name="warmup"):
@@ -147,18 +149,25 @@ class Startup:
                 )
             cached = cache.lookup(pointer.sha256)
             if cached is not None:
-                if not s.model_cache_verify:
+                # The size is free to check even when re-hashing is switched off.
+                size = cached.stat().st_size
+                if size == pointer.size and not s.model_cache_verify:
                     self._cache_hit(cached, verified=False)
                     return cached
-                with self._phase(Phase.VERIFYING, "re-hashing the cached artifact") as fields:
-                    digest = file_sha256(cached)
-                    fields["bytes"] = cached.stat().st_size
-                if digest == pointer.sha256:
-                    self._cache_hit(cached, verified=True)
-                    return cached
+                digest = "not computed (wrong size)"
+                if size == pointer.size:
+                    with self._phase(
+                        Phase.VERIFYING, "re-hashing the cached artifact", name="cache_verify"
+                    ) as fields:
+                        digest = file_sha256(cached)
+                        fields["bytes"] = size
+                    if digest == pointer.sha256:
+                        self._cache_hit(cached, verified=True)
+                        return cached
                 logger.warning(
-                    "cached artifact %s is corrupt (SHA-256 %s); downloading it again",
+                    "cached artifact %s is corrupt (%d bytes, SHA-256 %s); downloading it again",
                     cached.name,
+                    size,
                     digest,
                     extra={"event": "cache_corrupt"},
                 )
@@ -179,7 +188,9 @@ class Startup:
             self.state.enter(Phase.DOWNLOADING, f"{done} of {pointer.size} bytes from {where}")
 
         with cache.pending(pointer.sha256, pointer.size) as pending:
-            with self._phase(Phase.DOWNLOADING, f"0 of {pointer.size} bytes from {where}") as f:
+            with self._phase(
+                Phase.DOWNLOADING, f"0 of {pointer.size} bytes from {where}", name="download"
+            ) as f:
                 digest = download_object(
                     client,
                     pointer,
@@ -210,9 +221,9 @@ class Startup:
             extra={"event": "cache_hit", "verified": verified},
         )
 
-    def _phase(self, phase: Phase, detail: str, *, name: str | None = None) -> _PhaseTimer:
+    def _phase(self, phase: Phase, detail: str, *, name: str) -> _PhaseTimer:
         self.state.enter(phase, detail)
-        return _PhaseTimer(name or phase.value, self.metrics)
+        return _PhaseTimer(name, self.metrics)
 
 
 class _PhaseTimer:

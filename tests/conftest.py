@@ -107,12 +107,16 @@ def write_artifact(path: Path, size: int = 2048) -> Path:
     return path
 
 
-def publish(model: str, version: str, tmp_path: Path, **extra: Any) -> Any:
-    """Publish a version with a (random-bytes) artifact through the real service."""
+def publish(model: str, version: str, tmp_path: Path, *, status: str = "valid", **extra: Any) -> Any:
+    """Publish a version with a (random-bytes) artifact through the real service.
+
+    Random bytes would never pass validation, so ``status`` records the outcome
+    the test needs (validation itself is tested in test_validation.py)."""
+    from dashboard.registry.models import ModelVersion
     from dashboard.registry.services import version_publish
 
     artifact = write_artifact(tmp_path / f"{model}-{version}.pt")
-    return version_publish(
+    row = version_publish(
         model=model,
         version=version,
         path=artifact,
@@ -123,6 +127,9 @@ def publish(model: str, version: str, tmp_path: Path, **extra: Any) -> Any:
         created_by=extra.pop("created_by", "tests"),
         **extra,
     )
+    ModelVersion.objects.filter(pk=row.pk).update(status=status)
+    row.refresh_from_db()
+    return row
 
 
 @pytest.fixture(autouse=True)

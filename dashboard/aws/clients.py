@@ -33,6 +33,10 @@ def client(service_name: str) -> Any:
                 connect_timeout=settings.AWS_CONNECT_TIMEOUT,
                 read_timeout=settings.AWS_READ_TIMEOUT,
                 retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+                s3={"addressing_style": settings.AWS_S3_ADDRESSING_STYLE},  # type: ignore[arg-type]
+                # Presigned URLs must work from a browser: SigV4, which S3 needs
+                # for multipart upload parts in every region.
+                signature_version="s3v4" if service_name == "s3" else None,
             )
             global _session
             if _session is None:

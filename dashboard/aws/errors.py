@@ -77,6 +77,7 @@ def translate(exc: Exception, *, operation: str) -> AwsError:
             "ParameterNotFound",
             "ParameterVersionNotFound",
             "ResourceNotFoundException",
+            "NoSuchUpload",
         }:
             return AwsNotFoundError(text, code=code, operation=operation)
         if code in {"InvalidStateException", "ConflictException"}:

@@ -136,3 +136,113 @@ def delete_object(*, bucket: str, key: str) -> None:
         _s3().delete_object(Bucket=bucket, Key=key)
     except Exception as exc:
         raise translate(exc, operation="DeleteObject") from exc
+
+
+# --- Multipart uploads (browser uploads go straight to S3) -----------------
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    part_number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MultipartUploadInfo:
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+
+
+def create_multipart_upload(*, bucket: str, key: str, content_type: str) -> str:
+    """Start a multipart upload; return its upload id."""
+    try:
+        response = _s3().create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
+    except Exception as exc:
+        raise translate(exc, operation="CreateMultipartUpload") from exc
+    return response["UploadId"]
+
+
+def presign_upload_part(
+    *, bucket: str, key: str, upload_id: str, part_number: int, expires_in: int
+) -> str:
+    """A URL the browser PUTs one part to, valid for ``expires_in`` seconds."""
+    try:
+        return _s3().generate_presigned_url(
+            "upload_part",
+            Params={
+                "Bucket": bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": part_number,
+            },
+            ExpiresIn=expires_in,
+            HttpMethod="PUT",
+        )
+    except Exception as exc:
+        raise translate(exc, operation="UploadPart (presign)") from exc
+
+
+def list_parts(*, bucket: str, key: str, upload_id: str) -> list[PartInfo]:
+    """The parts S3 already holds for the upload (all pages), by part number."""
+    parts: list[PartInfo] = []
+    marker = 0
+    try:
+        while True:
+            response = _s3().list_parts(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+            )
+            for part in response.get("Parts", []):
+                parts.append(
+                    PartInfo(
+                        part_number=int(part["PartNumber"]),
+                        etag=str(part.get("ETag", "")),
+                        size=int(part.get("Size", 0)),
+                    )
+                )
+            if not response.get("IsTruncated"):
+                return parts
+            marker = int(response.get("NextPartNumberMarker", 0))
+    except Exception as exc:
+        raise translate(exc, operation="ListParts") from exc
+
+
+def complete_multipart_upload(
+    *, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+) -> str | None:
+    """Assemble the object from ``parts`` ((number, etag), ascending); return its version id."""
+    try:
+        response = _s3().complete_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+        )
+    except Exception as exc:
+        raise translate(exc, operation="CompleteMultipartUpload") from exc
+    return response.get("VersionId")
+
+
+def abort_multipart_upload(*, bucket: str, key: str, upload_id: str) -> None:
+    """Abort an upload and free its parts; an upload that is already gone is fine."""
+    try:
+        _s3().abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception as exc:
+        error = translate(exc, operation="AbortMultipartUpload")
+        if error.code in {"NoSuchUpload"} or isinstance(error, AwsNotFoundError):
+            return
+        raise error from exc
+
+
+def iter_multipart_uploads(*, bucket: str, prefix: str) -> Iterator[MultipartUploadInfo]:
+    """Every multipart upload in progress under ``prefix``."""
+    try:
+        paginator = _s3().get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Uploads", []):
+                yield MultipartUploadInfo(
+                    key=item["Key"], upload_id=item["UploadId"], initiated=item["Initiated"]
+                )
+    except Exception as exc:
+        raise translate(exc, operation="ListMultipartUploads") from exc

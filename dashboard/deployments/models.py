@@ -23,6 +23,11 @@ class Environment(models.Model):
         default=False, help_text="Only admins may promote to or roll back this environment."
     )
     position = models.PositiveSmallIntegerField(default=0)
+    promoted_version = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The pointer's version as last written or read (SSM is authoritative).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from dashboard.registry.selectors import VersionInfo
+from dashboard.registry.models import ModelVersion
 
 
 class PointerError(ValueError):
@@ -15,10 +15,10 @@ class PointerError(ValueError):
 
 
 def pointer_build(
-    *, info: VersionInfo, bucket: str, promoted_by: str, reason: str, now: dt.datetime
+    *, info: ModelVersion, bucket: str, promoted_by: str, reason: str, now: dt.datetime
 ) -> dict[str, Any]:
     """The pointer document pinning ``info``'s artifact by S3 version id and SHA-256."""
-    if info.sha256 is None or info.input_shape is None:
+    if not info.sha256 or not info.input_shape:
         raise PointerError(f"version {info.version} has no manifest to pin")
     if not info.s3_version_id or info.s3_version_id == "null":
         raise PointerError(
@@ -26,7 +26,7 @@ def pointer_build(
         )
     return {
         "schema": 1,
-        "model": info.model,
+        "model": info.model_name,
         "version": info.version,
         "bucket": bucket,
         "key": info.key,

@@ -130,3 +130,15 @@ def deployment_as_dict(deployment: Deployment) -> dict[str, Any]:
             {"at": e.at, "level": e.level, "message": e.message} for e in deployment.events.all()
         ],
     }
+
+
+def serving_map(*, model: str) -> dict[str, list[str]]:
+    """version -> names of the environments whose pointer names it (from the
+    database's copy of the pointers; no AWS call)."""
+    serving: dict[str, list[str]] = {}
+    for name, version in Environment.objects.filter(model_name=model).values_list(
+        "name", "promoted_version"
+    ):
+        if version:
+            serving.setdefault(version, []).append(name)
+    return serving

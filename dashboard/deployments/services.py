@@ -86,10 +86,7 @@ def deployment_start(
         raise DeploymentError("reason must be at most 500 characters")
     if deployment_in_flight(environment=environment) is not None:
         raise DeploymentConflict(f"{environment} already has a deployment in flight")
-    try:
-        info = version_get(model=environment.model_name, version=version)
-    except AwsError as exc:
-        raise DeploymentUpstreamError(f"could not read the version from S3: {exc}") from exc
+    info = version_get(model=environment.model_name, version=version)
     if info is None:
         raise DeploymentError(f"version {version!r} of {environment.model_name} does not exist")
     if not info.promotable:
@@ -133,6 +130,7 @@ def deployment_start(
                 )
             except AwsError as exc:
                 raise DeploymentUpstreamError(f"could not write the pointer: {exc}") from exc
+            Environment.objects.filter(pk=environment.pk).update(promoted_version=version)
             _event(
                 deployment,
                 f"{user.get_username()} pointed {environment} at {version} "
@@ -208,6 +206,9 @@ def _restore_pointer(deployment: Deployment) -> None:
             name=environment.ssm_parameter,
             value=pointer_dumps(previous),
             description=f"{environment}: restored {previous.get('version')} after #{deployment.pk}",
+        )
+        Environment.objects.filter(pk=environment.pk).update(
+            promoted_version=str(previous.get("version") or "")
         )
         _event(deployment, f"pointer restored to {previous.get('version')}")
     except AwsError as exc:
@@ -423,3 +424,20 @@ def environment_ensure(
         },
     )
     return environment
+
+
+def environments_refresh_pointers() -> int:
+    """Re-read every environment's pointer from SSM into ``promoted_version``
+    (someone may have changed it outside the dashboard). Return how many changed."""
+    changed = 0
+    for environment in Environment.objects.all():
+        try:
+            pointer = pointer_loads(ssm.get_parameter(name=environment.ssm_parameter))
+        except AwsError:
+            logger.warning("could not read the pointer of %s", environment, exc_info=True)
+            continue
+        version = str((pointer or {}).get("version") or "")
+        if version != environment.promoted_version:
+            Environment.objects.filter(pk=environment.pk).update(promoted_version=version)
+            changed += 1
+    return changed

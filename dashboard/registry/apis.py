@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from django.http import Http404, HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from dashboard.accounts.permissions import api_require_role
-from dashboard.accounts.roles import VIEWER
-from dashboard.deployments.selectors import environment_list, environment_states
+from dashboard.accounts.roles import DEPLOYER, VIEWER
+from dashboard.deployments.selectors import environment_list, environment_states, serving_map
 from dashboard.registry.names import validate_model_name
 from dashboard.registry.selectors import model_exists, model_list, version_as_dict, version_page
+from dashboard.registry.uploads import (
+    upload_abort,
+    upload_complete,
+    upload_get,
+    upload_resume,
+    upload_start,
+)
 
 router = Router(tags=["models"])
 
@@ -43,6 +50,7 @@ class VersionOut(Schema):
     input: InputSignature | None
     status: str
     status_detail: str
+    validation: dict[str, Any] | None
     created_at: dt.datetime | None
     created_by: str
     notes: str
@@ -58,15 +66,21 @@ class VersionPage(Schema):
     pages: int
 
 
-class PageParams(Schema):
+class VersionQuery(Schema):
     page: int = Field(1, ge=1, le=1_000_000)
     page_size: int = Field(50, ge=1, le=200)
+    status: Literal["uploading", "validating", "valid", "invalid"] | None = None
+    environment: str | None = Field(None, max_length=32, description="only versions it serves")
+    q: str | None = Field(
+        None, max_length=100, description="text in version, notes, author, sha256"
+    )
+    sort: Literal["newest", "oldest", "version", "-version", "size", "-size"] = "newest"
 
 
 def model_or_404(model: str) -> str:
     """Validate the name (400) and check the model exists (404)."""
     validate_model_name(model)
-    if not environment_list(model=model).exists() and not model_exists(model=model):
+    if not model_exists(model=model):
         raise Http404(f"no model named {model!r}")
     return model
 
@@ -74,10 +88,8 @@ def model_or_404(model: str) -> str:
 @router.get("", response=list[ModelOut], summary="Models with their environments")
 def models(request: HttpRequest) -> list[dict[str, Any]]:
     api_require_role(request, VIEWER)
-    names = set(model_list())
-    names.update(environment_list_all_models())
     result = []
-    for name in sorted(names):
+    for name in model_list():
         states = environment_states(list(environment_list(model=name)))
         result.append(
             {
@@ -95,21 +107,23 @@ def models(request: HttpRequest) -> list[dict[str, Any]]:
     return result
 
 
-def environment_list_all_models() -> list[str]:
-    from dashboard.deployments.models import Environment
-
-    return list(Environment.objects.values_list("model_name", flat=True).distinct())
-
-
 @router.get("/{model}/versions", response=VersionPage, summary="Versions of a model, newest first")
-def versions(request: HttpRequest, model: str, params: Query[PageParams]) -> dict[str, Any]:
+def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> dict[str, Any]:
     api_require_role(request, VIEWER)
     model_or_404(model)
-    page = version_page(model=model, page=params.page, page_size=params.page_size)
-    serving: dict[str, list[str]] = {}
-    for state in environment_states(list(environment_list(model=model)), with_live=False):
-        if state.promoted_version:
-            serving.setdefault(state.promoted_version, []).append(state.environment.name)
+    serving = serving_map(model=model)
+    only: list[str] | None = None
+    if params.environment is not None:
+        only = [v for v, envs in serving.items() if params.environment in envs]
+    page = version_page(
+        model=model,
+        page=params.page,
+        page_size=params.page_size,
+        status=params.status,
+        versions=only,
+        q=params.q,
+        sort=params.sort,
+    )
     return {
         "items": [version_as_dict(v, environments=serving.get(v.version, [])) for v in page.items],
         "page": page.page,
@@ -117,3 +131,133 @@ def versions(request: HttpRequest, model: str, params: Query[PageParams]) -> dic
         "total": page.total,
         "pages": page.pages,
     }
+
+
+# --- Uploads -------------------------------------------------------------------
+
+
+class UploadIn(Schema):
+    version: str = Field(..., min_length=1, max_length=200)
+    filename: str = Field(..., min_length=1, max_length=200)
+    size: int = Field(..., description="bytes")
+    sha256: str | None = Field(
+        None, max_length=100, description="hex; may instead come at completion"
+    )
+    format: Literal["torchscript", "torch.export"] | None = None
+    input: InputSignature
+    notes: str = Field("", max_length=10_000)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class PartUrl(Schema):
+    part_number: int
+    url: str
+
+
+class PartDone(Schema):
+    part_number: int
+    etag: str
+    size: int
+
+
+class UploadOut(Schema):
+    upload_id: str
+    model: str
+    version: str
+    state: str
+    size: int
+    part_size: int
+    part_count: int
+    parts: list[PartUrl]
+    parts_done: list[PartDone]
+    expires_at: dt.datetime
+
+
+class CompletedPart(Schema):
+    part_number: int
+    etag: str = Field(..., max_length=200)
+
+
+class CompleteIn(Schema):
+    parts: list[CompletedPart] = Field(..., max_length=10_000)
+    sha256: str | None = Field(None, max_length=100)
+
+
+def _plan_out(plan: Any) -> dict[str, Any]:
+    upload = plan.upload
+    return {
+        "upload_id": upload.upload_id,
+        "model": upload.model_name,
+        "version": upload.version_name,
+        "state": upload.state,
+        "size": upload.size,
+        "part_size": upload.part_size,
+        "part_count": upload.part_count,
+        "parts": plan.parts,
+        "parts_done": [
+            {"part_number": p.part_number, "etag": p.etag, "size": p.size} for p in plan.done
+        ],
+        "expires_at": plan.expires_at,
+    }
+
+
+@router.post(
+    "/{model}/uploads",
+    response={201: UploadOut},
+    summary="Start an upload: presigned S3 multipart URLs, one per part",
+)
+def upload_create(request: HttpRequest, model: str, payload: UploadIn) -> Status[dict[str, Any]]:
+    api_require_role(request, DEPLOYER)
+    plan = upload_start(
+        model=model,
+        version=payload.version,
+        filename=payload.filename,
+        size=payload.size,
+        sha256=payload.sha256,
+        format=payload.format,
+        input_shape=payload.input.shape,
+        input_dtype=payload.input.dtype,
+        notes=payload.notes,
+        metrics=payload.metrics,
+        user=request.user,
+    )
+    return Status(201, _plan_out(plan))
+
+
+@router.get(
+    "/{model}/uploads/{upload_id}",
+    response=UploadOut,
+    summary="Resume: the parts S3 already has and fresh URLs for the rest",
+)
+def upload_status(request: HttpRequest, model: str, upload_id: str) -> dict[str, Any]:
+    api_require_role(request, DEPLOYER)
+    validate_model_name(model)
+    return _plan_out(upload_resume(upload=upload_get(model=model, upload_id=upload_id)))
+
+
+@router.post(
+    "/{model}/uploads/{upload_id}/complete",
+    response={201: VersionOut},
+    summary="Complete an upload: the new version, status validating",
+)
+def upload_finish(
+    request: HttpRequest, model: str, upload_id: str, payload: CompleteIn
+) -> Status[dict[str, Any]]:
+    api_require_role(request, DEPLOYER)
+    validate_model_name(model)
+    upload = upload_get(model=model, upload_id=upload_id)
+    row = upload_complete(
+        upload=upload,
+        parts=[(p.part_number, p.etag) for p in payload.parts],
+        sha256=payload.sha256,
+        user=request.user,
+    )
+    return Status(201, version_as_dict(row, environments=[]))
+
+
+@router.delete("/{model}/uploads/{upload_id}", response={204: None}, summary="Cancel an upload")
+def upload_cancel(request: HttpRequest, model: str, upload_id: str) -> Status[None]:
+    api_require_role(request, DEPLOYER)
+    validate_model_name(model)
+    upload_abort(upload=upload_get(model=model, upload_id=upload_id))
+    return Status(204, None)

@@ -1,71 +1,31 @@
-"""Reads of the model registry. S3 is the source of truth.
+"""Reads of the model registry, from the database index of S3.
 
-Listing a model costs one ListObjectsV2 call per 1000 objects plus one
-manifest GET per version *on the requested page*, never one per version.
+Listing is a single indexed query per page (never all versions at once), so
+a model with tens of thousands of versions pages as fast as one with ten.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
+from django.db.models import Q, QuerySet
 
-from dashboard.aws import s3
-from dashboard.aws.errors import AwsError
-from dashboard.registry.manifest import MANIFEST_FILE, Manifest, ManifestError, format_for_filename
-from dashboard.registry.names import model_prefix, validate_model_name, version_prefix
+from dashboard.registry.models import ModelVersion
 
-
-@dataclass
-class VersionInfo:
-    """One version folder in S3, with what its manifest says (or what it lacks)."""
-
-    model: str
-    version: str
-    artifact: str
-    key: str
-    format: str
-    size: int
-    last_modified: dt.datetime
-    status: str  # valid | invalid (validation in a worker arrives with the registry gate)
-    status_detail: str = ""
-    sha256: str | None = None
-    s3_version_id: str | None = None
-    input_shape: list[int] | None = None
-    input_dtype: str | None = None
-    created_at: dt.datetime | None = None
-    created_by: str = ""
-    notes: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-    has_manifest: bool = False
-
-    @property
-    def promotable(self) -> bool:
-        return self.status == "valid"
-
-    @property
-    def input_signature(self) -> str:
-        if self.input_shape is None:
-            return ""
-        return f"{self.input_dtype}[{', '.join(str(d) for d in self.input_shape)}]"
-
-
-@dataclass(frozen=True)
-class VersionFolder:
-    version: str
-    objects: dict[str, s3.ObjectInfo]
-
-    @property
-    def last_modified(self) -> dt.datetime:
-        return max(o.last_modified for o in self.objects.values())
+SORTS = {
+    "newest": ("-created_at", "-id"),
+    "oldest": ("created_at", "id"),
+    "version": ("version",),
+    "-version": ("-version",),
+    "size": ("size", "id"),
+    "-size": ("-size", "-id"),
+}
 
 
 @dataclass(frozen=True)
 class Page:
-    items: list[VersionInfo]
+    items: list[ModelVersion]
     page: int
     page_size: int
     total: int
@@ -74,157 +34,91 @@ class Page:
     def pages(self) -> int:
         return max(1, -(-self.total // self.page_size))
 
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
 
 def model_list() -> list[str]:
-    """Names of the models that have a folder in the bucket, sorted."""
-    prefixes = s3.list_prefixes(bucket=settings.MODELS_BUCKET, prefix="models/")
-    names = []
-    for prefix in prefixes:
-        name = prefix[len("models/") : -1]
-        try:
-            names.append(validate_model_name(name))
-        except ValueError:
-            continue  # a folder that is not a valid model name is not ours to list
+    """Names of every model with at least one version or environment, sorted."""
+    from dashboard.deployments.models import Environment
+
+    names = set(ModelVersion.objects.values_list("model_name", flat=True).distinct())
+    names.update(Environment.objects.values_list("model_name", flat=True).distinct())
     return sorted(names)
 
 
-def _folders(model: str) -> list[VersionFolder]:
-    prefix = model_prefix(model)
-    grouped: dict[str, dict[str, s3.ObjectInfo]] = defaultdict(dict)
-    for obj in s3.iter_objects(bucket=settings.MODELS_BUCKET, prefix=prefix):
-        rest = obj.key[len(prefix) :]
-        version, sep, filename = rest.partition("/")
-        if not sep or not filename or "/" in filename:
-            continue
-        grouped[version][filename] = obj
-    folders = []
-    for version, objects in grouped.items():
-        try:
-            version_prefix(model, version)
-        except ValueError:
-            continue
-        folders.append(VersionFolder(version=version, objects=objects))
-    # Newest first, by the time the folder was last written.
-    folders.sort(key=lambda f: (f.last_modified, f.version), reverse=True)
-    return folders
+def model_exists(*, model: str) -> bool:
+    from dashboard.deployments.models import Environment
 
-
-def _describe(model: str, folder: VersionFolder) -> VersionInfo:
-    bucket = settings.MODELS_BUCKET
-    base = version_prefix(model, folder.version)
-    manifest_obj = folder.objects.get(MANIFEST_FILE)
-    artifacts = {name: o for name, o in folder.objects.items() if name != MANIFEST_FILE}
-    if manifest_obj is not None:
-        try:
-            manifest = Manifest.from_dict(s3.get_json(bucket=bucket, key=base + MANIFEST_FILE))
-        except (ManifestError, AwsError) as exc:
-            return _without_manifest(model, folder, artifacts, f"manifest.json is unusable: {exc}")
-        artifact = artifacts.get(manifest.artifact)
-        info = VersionInfo(
-            model=model,
-            version=folder.version,
-            artifact=manifest.artifact,
-            key=base + manifest.artifact,
-            format=manifest.format,
-            size=manifest.size,
-            last_modified=folder.last_modified,
-            status="valid",
-            sha256=manifest.sha256,
-            input_shape=manifest.input_shape,
-            input_dtype=manifest.input_dtype,
-            created_at=manifest.created_at,
-            created_by=manifest.created_by,
-            notes=manifest.notes,
-            metrics=manifest.metrics,
-            has_manifest=True,
-        )
-        if manifest.model != model or manifest.version != folder.version:
-            info.status, info.status_detail = "invalid", "manifest names another model/version"
-        elif artifact is None:
-            info.status, info.status_detail = "invalid", f"artifact {manifest.artifact} is missing"
-        elif artifact.size != manifest.size:
-            info.status = "invalid"
-            info.status_detail = (
-                f"artifact is {artifact.size} bytes in S3 but the manifest says {manifest.size}"
-            )
-        return info
-    return _without_manifest(model, folder, artifacts, "no manifest.json")
-
-
-def _without_manifest(
-    model: str, folder: VersionFolder, artifacts: dict[str, s3.ObjectInfo], why: str
-) -> VersionInfo:
-    """A folder another tool dropped into S3: describe what can be seen without
-    reading the artifact (its SHA-256 needs a full read, done by a worker)."""
-    base = version_prefix(model, folder.version)
-    name = sorted(artifacts)[0] if artifacts else ""
-    obj = artifacts.get(name)
-    return VersionInfo(
-        model=model,
-        version=folder.version,
-        artifact=name,
-        key=base + name,
-        format=format_for_filename(name),
-        size=obj.size if obj else 0,
-        last_modified=folder.last_modified,
-        created_at=obj.last_modified if obj else None,
-        status="invalid",
-        status_detail=f"{why}; it cannot be promoted until it has a verified manifest",
+    return (
+        ModelVersion.objects.filter(model_name=model).exists()
+        or Environment.objects.filter(model_name=model).exists()
     )
 
 
-def version_page(*, model: str, page: int = 1, page_size: int = 50) -> Page:
-    """One page of the model's versions, newest first."""
-    folders = _folders(model)
+def version_queryset(
+    *,
+    model: str,
+    status: str | None = None,
+    versions: list[str] | None = None,
+    q: str | None = None,
+    sort: str = "newest",
+) -> QuerySet[ModelVersion]:
+    qs = ModelVersion.objects.filter(model_name=model)
+    if status:
+        qs = qs.filter(status=status)
+    if versions is not None:
+        qs = qs.filter(version__in=versions)
+    if q:
+        qs = qs.filter(
+            Q(version__icontains=q)
+            | Q(notes__icontains=q)
+            | Q(created_by__icontains=q)
+            | Q(sha256__startswith=q.lower())
+        )
+    return qs.order_by(*SORTS.get(sort, SORTS["newest"]))
+
+
+def version_page(
+    *,
+    model: str,
+    page: int = 1,
+    page_size: int = 50,
+    status: str | None = None,
+    versions: list[str] | None = None,
+    q: str | None = None,
+    sort: str = "newest",
+) -> Page:
+    """One page of the model's versions (newest first by default)."""
+    qs = version_queryset(model=model, status=status, versions=versions, q=q, sort=sort)
+    total = qs.count()
     start = (page - 1) * page_size
-    items = [_describe(model, f) for f in folders[start : start + page_size]]
-    return Page(items=items, page=page, page_size=page_size, total=len(folders))
+    return Page(
+        items=list(qs[start : start + page_size]), page=page, page_size=page_size, total=total
+    )
 
 
-def version_get(*, model: str, version: str) -> VersionInfo | None:
-    """The version with its artifact's current S3 version id, or None if it
-    does not exist."""
-    bucket = settings.MODELS_BUCKET
-    base = version_prefix(model, version)
-    objects = {
-        o.key[len(base) :]: o
-        for o in s3.iter_objects(bucket=bucket, prefix=base)
-        if "/" not in o.key[len(base) :]
-    }
-    if not objects:
-        return None
-    info = _describe(model, VersionFolder(version=version, objects=objects))
-    if info.artifact:
-        head = s3.head_object(bucket=bucket, key=info.key)
-        if head is not None:
-            info.s3_version_id = head.version_id
-    return info
+def version_get(*, model: str, version: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(model_name=model, version=version).first()
 
 
-def version_as_dict(info: VersionInfo, *, environments: list[str]) -> dict[str, Any]:
+def version_as_dict(info: ModelVersion, *, environments: list[str]) -> dict[str, Any]:
     return {
         "version": info.version,
         "artifact": info.artifact,
         "format": info.format,
         "size": info.size,
-        "sha256": info.sha256,
+        "sha256": info.sha256 or None,
         "input": (
-            {"shape": info.input_shape, "dtype": info.input_dtype}
-            if info.input_shape is not None
-            else None
+            {"shape": info.input_shape, "dtype": info.input_dtype} if info.input_shape else None
         ),
         "status": info.status,
         "status_detail": info.status_detail,
+        "validation": info.validation,
         "created_at": info.created_at,
         "created_by": info.created_by,
         "notes": info.notes,
         "metrics": info.metrics,
         "environments": environments,
     }
-
-
-def model_exists(*, model: str) -> bool:
-    """True when the bucket holds anything under models/<model>/."""
-    for _ in s3.iter_objects(bucket=settings.MODELS_BUCKET, prefix=model_prefix(model)):
-        return True
-    return False

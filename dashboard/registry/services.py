@@ -1,13 +1,19 @@
-"""Writes to the model registry."""
+"""Writes to the model registry: publish, sync from S3, validate."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from dashboard.aws import s3
 from dashboard.aws.errors import AwsError
@@ -19,11 +25,15 @@ from dashboard.registry.manifest import (
     validate_artifact_name,
     validate_input_signature,
 )
+from dashboard.registry.models import ModelVersion
 from dashboard.registry.names import validate_model_name, validate_version_name, version_prefix
+from dashboard.registry.s3index import VersionInfo, describe, scan
+
+logger = logging.getLogger(__name__)
 
 
 class VersionExists(ValueError):
-    """The version folder already holds objects; versions are immutable."""
+    """The version already exists; versions are immutable."""
 
 
 def file_sha256(path: Path) -> str:
@@ -46,11 +56,12 @@ def version_publish(
     notes: str = "",
     metrics: dict[str, float] | None = None,
     artifact: str | None = None,
-) -> Manifest:
-    """Upload a local artifact and its manifest as a new version.
+) -> ModelVersion:
+    """Upload a local artifact and its manifest as a new version and index it
+    (status ``validating``; the validation task is queued on commit).
 
-    Used by the local stack's seed and the command line; browsers upload
-    straight to S3 instead. Either both objects land or neither does.
+    Used by the local stack's seed and ``manage.py upload_model``; browsers
+    upload straight to S3 instead. Either both objects land or neither does.
     """
     validate_model_name(model)
     validate_version_name(version)
@@ -78,10 +89,237 @@ def version_publish(
         metrics=metrics or {},
     )
     checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
-    s3.put_file(bucket=bucket, key=base + artifact, path=path, sha256_b64=checksum)
+    version_id = s3.put_file(bucket=bucket, key=base + artifact, path=path, sha256_b64=checksum)
     try:
         s3.put_json(bucket=bucket, key=base + MANIFEST_FILE, document=manifest.to_dict())
     except AwsError:
         s3.delete_object(bucket=bucket, key=base + artifact)
         raise
-    return manifest
+    info = VersionInfo(
+        model=model,
+        version=version,
+        artifact=artifact,
+        key=base + artifact,
+        format=format,
+        size=manifest.size,
+        status=ModelVersion.Status.VALIDATING,
+        sha256=sha256,
+        s3_version_id=version_id or "",
+        input_shape=shape,
+        input_dtype=dtype,
+        created_at=manifest.created_at,
+        created_by=created_by,
+        notes=notes,
+        metrics=manifest.metrics,
+        has_manifest=True,
+    )
+    with transaction.atomic():
+        row = _upsert(info)
+    return row
+
+
+def _upsert(info: VersionInfo) -> ModelVersion:
+    """Create or refresh the row for ``info``; queue validation when needed."""
+    fields: dict[str, Any] = {
+        "artifact": info.artifact,
+        "key": info.key,
+        "format": info.format,
+        "size": info.size,
+        "sha256": info.sha256,
+        "s3_version_id": info.s3_version_id,
+        "input_shape": info.input_shape,
+        "input_dtype": info.input_dtype,
+        "created_at": info.created_at or timezone.now(),
+        "created_by": info.created_by,
+        "notes": info.notes,
+        "metrics": info.metrics,
+        "has_manifest": info.has_manifest,
+        "status": info.status,
+        "status_detail": info.status_detail,
+        "fingerprint": info.fingerprint,
+        "validation": None,
+        "validated_at": None,
+    }
+    row, _ = ModelVersion.objects.update_or_create(
+        model_name=info.model, version=info.version, defaults=fields
+    )
+    if info.status == ModelVersion.Status.VALIDATING:
+        _enqueue_validation(row.pk)
+    elif not info.has_manifest and info.artifact:
+        _enqueue_hash(row.pk)
+    return row
+
+
+def _enqueue_validation(version_id: int) -> None:
+    from dashboard.registry.tasks import version_validate
+
+    transaction.on_commit(lambda: _safe_delay(version_validate, version_id))
+
+
+def _enqueue_hash(version_id: int) -> None:
+    from dashboard.registry.tasks import version_hash
+
+    transaction.on_commit(lambda: _safe_delay(version_hash, version_id))
+
+
+def _safe_delay(task: Any, version_id: int) -> None:
+    try:
+        task.delay(version_id)
+    except Exception:  # the broker is down: the next sync re-queues what is left
+        logger.exception("could not queue %s for version %s", task.name, version_id)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    created: int
+    updated: int
+    deleted: int
+    unchanged: int
+
+
+def registry_sync(*, model: str | None = None) -> SyncReport:
+    """Make the index match S3: add new folders, refresh changed ones, drop
+    deleted ones. Idempotent; safe to run concurrently with uploads (rows of
+    uploads in progress are left alone)."""
+    folders = scan(model=model)
+    rows = (
+        ModelVersion.objects.all()
+        if model is None
+        else ModelVersion.objects.filter(model_name=model)
+    )
+    existing = {
+        (r.model_name, r.version): r
+        for r in rows.only("id", "model_name", "version", "fingerprint", "status")
+    }
+    changed = [
+        f
+        for k, f in folders.items()
+        if k not in existing or existing[k].fingerprint != f.fingerprint
+    ]
+    # Describing costs two S3 calls per folder: do it in parallel.
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        described = list(pool.map(describe, changed))
+    created = updated = 0
+    for info in described:
+        with transaction.atomic():
+            previous = existing.get((info.model, info.version))
+            if previous is not None and previous.status == ModelVersion.Status.UPLOADING:
+                continue  # the upload's completion indexes it
+            _upsert(info)
+            if previous is None:
+                created += 1
+            else:
+                updated += 1
+    gone = [
+        r.pk
+        for k, r in existing.items()
+        if k not in folders and r.status != ModelVersion.Status.UPLOADING
+    ]
+    deleted = ModelVersion.objects.filter(pk__in=gone).delete()[0] if gone else 0
+    return SyncReport(
+        created=created,
+        updated=updated,
+        deleted=deleted,
+        unchanged=len(folders) - len(changed),
+    )
+
+
+def version_validate(*, version_id: int) -> ModelVersion | None:
+    """Validate a version in a sandboxed process and record the result.
+
+    Returns the row, or None if it no longer exists. Raises AwsTransientError
+    when S3 could not be read (the task retries)."""
+    from dashboard.registry.validation import validate_version
+
+    row = ModelVersion.objects.filter(pk=version_id).first()
+    if row is None or row.status != ModelVersion.Status.VALIDATING:
+        return row
+    fingerprint = row.fingerprint
+    result = validate_version(
+        bucket=settings.MODELS_BUCKET,
+        key=row.key,
+        s3_version_id=row.s3_version_id or None,
+        expected_sha256=row.sha256 or None,
+        expected_size=row.size,
+        format=row.format,
+        input_shape=list(row.input_shape or []),
+        input_dtype=row.input_dtype,
+        time_limit_seconds=settings.VALIDATION_TIME_LIMIT_SECONDS,
+        memory_limit_mb=settings.VALIDATION_MEMORY_LIMIT_MB,
+    )
+    status = ModelVersion.Status.VALID if result.ok else ModelVersion.Status.INVALID
+    # Only record the result if the row still describes the bytes we validated.
+    ModelVersion.objects.filter(
+        pk=row.pk, fingerprint=fingerprint, status=ModelVersion.Status.VALIDATING
+    ).update(
+        status=status,
+        status_detail=result.error,
+        validation=result.to_dict(),
+        validated_at=timezone.now(),
+    )
+    row.refresh_from_db()
+    return row
+
+
+def version_hash(*, version_id: int) -> ModelVersion | None:
+    """Compute the SHA-256 of an artifact that came without a manifest."""
+    from dashboard.registry.validation import hash_version
+
+    row = ModelVersion.objects.filter(pk=version_id).first()
+    if row is None or row.has_manifest or row.sha256 or not row.key:
+        return row
+    result = hash_version(
+        bucket=settings.MODELS_BUCKET, key=row.key, s3_version_id=row.s3_version_id or None
+    )
+    if result.ok and result.sha256:
+        ModelVersion.objects.filter(pk=row.pk, fingerprint=row.fingerprint).update(
+            sha256=result.sha256, size=result.size or row.size
+        )
+    row.refresh_from_db()
+    return row
+
+
+class VersionDeleteRefused(ValueError):
+    """The version is promoted or was live recently."""
+
+
+def version_delete(*, version: ModelVersion, user: Any) -> None:
+    """Remove a version from S3 and the index. Refused for a version that an
+    environment points at, or that was live in the last
+    ``VERSION_DELETE_PROTECT_DAYS`` days (it may be needed for a rollback)."""
+    from dashboard.deployments.models import Deployment, Environment
+
+    pointed = list(
+        Environment.objects.filter(
+            model_name=version.model_name, promoted_version=version.version
+        ).values_list("name", flat=True)
+    )
+    if pointed:
+        raise VersionDeleteRefused(
+            f"{version.version} is promoted to {', '.join(pointed)}; promote another version first"
+        )
+    since = timezone.now() - dt.timedelta(days=settings.VERSION_DELETE_PROTECT_DAYS)
+    recent = Deployment.objects.filter(
+        environment__model_name=version.model_name,
+        finished_at__gte=since,
+    ).filter(
+        # it was deployed, or something was deployed over it
+        models_q_live(version.version)
+    )
+    if recent.exists():
+        raise VersionDeleteRefused(
+            f"{version.version} was live in the last {settings.VERSION_DELETE_PROTECT_DAYS} days "
+            "and may be needed for a rollback"
+        )
+    base = version_prefix(version.model_name, version.version)
+    keys = [o.key for o in s3.iter_objects(bucket=settings.MODELS_BUCKET, prefix=base)]
+    for key in keys:
+        s3.delete_object(bucket=settings.MODELS_BUCKET, key=key)
+    logger.info("%s deleted %s %s", user.get_username(), version.model_name, version.version)
+    version.delete()
+
+
+def models_q_live(name: str) -> Any:
+    from django.db.models import Q
+
+    return Q(to_version=name, status="succeeded") | Q(from_version=name)

@@ -136,20 +136,20 @@ def test_bad_promote_is_rejected_and_writes_nothing(
     assert ssm.get_parameter(name="/models/iris/staging") is None
 
 
-def test_promote_invalid_version_is_400(
-    client: Client, registry: Any, personas: Any, aws: str
+@pytest.mark.parametrize("status", ["invalid", "validating", "uploading"])
+def test_promote_needs_a_valid_version(
+    client: Client, registry: Any, personas: Any, tmp_path: Path, status: str
 ) -> None:
-    from dashboard.aws import s3
-
-    s3.delete_object(bucket="test-models", key="models/iris/1.0/model.pt")  # artifact gone
+    publish("iris", f"3.0-{status}", tmp_path, status=status)
     response = call(
         client,
         "post",
         "/api/models/iris/environments/staging/promote",
         personas["deployer"],
-        {"version": "1.0"},
+        {"version": f"3.0-{status}"},
     )
     assert response.status_code == 400
+    assert f"is {status}" in response.json()["detail"]
     assert "only valid versions" in response.json()["detail"]
 
 

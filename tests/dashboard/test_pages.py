@@ -177,7 +177,9 @@ def test_pointer_json_matches_contract(personas: Any, registry: Any) -> None:
     }
 
 
-def test_aws_down_is_a_clear_error_not_a_500(personas: Any, registry: Any, monkeypatch: Any) -> None:
+def test_aws_down_is_a_clear_error_not_a_500(
+    personas: Any, registry: Any, monkeypatch: Any
+) -> None:
     from dashboard.aws.clients import reset_clients
 
     # Point the clients at a port nothing listens on: a real connection failure.
@@ -185,11 +187,22 @@ def test_aws_down_is_a_clear_error_not_a_500(personas: Any, registry: Any, monke
     monkeypatch.setattr("django.conf.settings.AWS_MAX_ATTEMPTS", 1)
     reset_clients()
     try:
-        client = as_persona(personas, "viewer")
+        client = as_persona(personas, "deployer")
+        # The versions come from the database index: the page still works and
+        # says which environment's pointer could not be read.
         response = client.get("/models/iris/")
-        assert response.status_code == 503
-        assert "AWS is not answering" in response.content.decode()
-        api = client.get("/api/models/iris/versions")
-        assert api.status_code == 503 and "AWS call failed" in api.json()["detail"]
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert 'data-version="2.0"' in html and "GetParameter failed" in html
+        refreshed = client.post("/models/iris/refresh", follow=True)
+        assert "Could not read S3" in refreshed.content.decode()
+        api = client.post(
+            "/api/models/iris/environments/staging/promote",
+            data='{"version": "2.0"}',
+            content_type="application/json",
+            headers={"X-CSRFToken": "x"},
+        )
+        assert api.status_code in {502, 503}
+        assert not Deployment.objects.exists()
     finally:
         reset_clients()

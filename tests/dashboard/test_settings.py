@@ -13,11 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_check(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "MODELDECK_ENV", "DEBUG"}}
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "MODELDECK_ENV", "DEBUG"}
+    }
     clean.update(env)
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "check"],
-        env=clean, capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env=clean,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
 
 

@@ -72,6 +72,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
             "MODELDECK_STATE_DIR": str(state_dir),
             "REDIS_URL": _redis_url_for_stack(),
             "DEPLOYMENT_POLL_SECONDS": "0.5",
+            # Small parts so upload tests exercise several parts and resume.
+            "UPLOAD_PART_BYTES": str(5 * 1024 * 1024),
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['aws']}",
             "AWS_ENDPOINT_URL_APPRUNNER": f"http://127.0.0.1:{ports['apprunner']}",
         }
@@ -97,7 +99,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     try:
         _wait_up(process, stack, state_dir)
         password = (state_dir / "credentials.txt").read_text().split()[-1]
-        yield LocalStack(**{**stack.__dict__, "password": password})
+        ready = LocalStack(**{**stack.__dict__, "password": password})
+        _wait_validated(ready)
+        yield ready
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -107,6 +111,23 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         log.close()
+
+
+def _wait_validated(stack: LocalStack, timeout: float = 180) -> None:
+    """The seed's versions are validated by the stack's own worker: wait for it."""
+    headers = {"Authorization": f"Token {stack.api_token('viewer')}"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = httpx.get(
+            f"{stack.dashboard}/api/models/iris/versions?status=valid", headers=headers
+        ).json()
+        if body["total"] >= 4:
+            return
+        time.sleep(1)
+    raise AssertionError(
+        "the demo versions were not validated:\n"
+        + (stack.state_dir / "stack.log").read_text()[-5000:]
+    )
 
 
 def _wait_up(process: subprocess.Popen[bytes], stack: LocalStack, state_dir: Path) -> None:

@@ -50,8 +50,9 @@ class FakeAws:
         """Store ``artifact`` and return a pointer to exactly that object version."""
         key = f"models/{model}/{version}/{artifact.path.name}"
         put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=artifact.data)
-        return pointer_for(artifact, key=key, s3_version_id=put["VersionId"], model=model,
-                           version=version)
+        return pointer_for(
+            artifact, key=key, s3_version_id=put["VersionId"], model=model, version=version
+        )
 
     def put_pointer(self, name: str, pointer: dict) -> None:
         self.ssm.put_parameter(Name=name, Value=json.dumps(pointer), Type="String", Overwrite=True)
@@ -178,8 +179,9 @@ def serve_cached(artifacts: dict[str, Artifact], make_settings, cache_dir: Path)
     def run(name: str = "affine", **overrides: Any) -> Iterator[TestClient]:
         artifact = artifacts[name]
         seed_cache(cache_dir, artifact)
-        pointer = pointer_for(artifact, key=f"models/demo/1.0/{artifact.path.name}",
-                              s3_version_id="v-cached")
+        pointer = pointer_for(
+            artifact, key=f"models/demo/1.0/{artifact.path.name}", s3_version_id="v-cached"
+        )
         pointer.update(overrides.pop("pointer_changes", {}))
         with serving(make_settings(pointer, **overrides)) as client:
             yield client

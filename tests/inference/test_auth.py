@@ -21,7 +21,9 @@ def test_keys_from_the_environment_variable(serve_cached):
         wrong_scheme = client.post("/predict", json=ROW, headers={"Authorization": "Token alpha"})
         alpha = client.post("/predict", json=ROW, headers=bearer("alpha"))
         beta = client.post("/predict", json=ROW, headers={"authorization": "bearer  beta "})
-        probes = [client.get(path).status_code for path in ("/healthz", "/readyz", "/version", "/metrics")]
+        probes = [
+            client.get(path).status_code for path in ("/healthz", "/readyz", "/version", "/metrics")
+        ]
     for response in (missing, wrong, wrong_scheme):
         assert response.status_code == 401
         assert response.json() == {"detail": "missing or invalid API key"}
@@ -57,8 +59,15 @@ def test_no_keys_means_open(serve_cached):
 
 def test_authentication_comes_before_readiness(make_settings, artifacts):
     pointer = {
-        "schema": 1, "model": "demo", "version": "1.0", "bucket": "bkt", "key": "k",
-        "s3_version_id": "v", "sha256": "a" * 64, "size": 10, "format": "onnx",
+        "schema": 1,
+        "model": "demo",
+        "version": "1.0",
+        "bucket": "bkt",
+        "key": "k",
+        "s3_version_id": "v",
+        "sha256": "a" * 64,
+        "size": 10,
+        "format": "onnx",
         "input": {"shape": [4], "dtype": "float32"},
     }
     with serving(make_settings(pointer, inference_api_keys="k1")) as client:

@@ -9,8 +9,16 @@ from inference.config import ConfigError, load_settings
 
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch):
-    for name in ("MODEL_POINTER", "MODEL_SSM_PARAMETER", "MODEL_POINTER_FILE", "INFERENCE_API_KEYS",
-                 "INFERENCE_API_KEYS_FILE", "PORT", "BATCHING", "MAX_BATCH_SIZE"):
+    for name in (
+        "MODEL_POINTER",
+        "MODEL_SSM_PARAMETER",
+        "MODEL_POINTER_FILE",
+        "INFERENCE_API_KEYS",
+        "INFERENCE_API_KEYS_FILE",
+        "PORT",
+        "BATCHING",
+        "MAX_BATCH_SIZE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -47,7 +55,9 @@ def test_bad_values_are_named(monkeypatch, name, value, message):
 
 
 def test_a_model_source_is_required():
-    with pytest.raises(ConfigError, match="set MODEL_POINTER, MODEL_SSM_PARAMETER or MODEL_POINTER_FILE"):
+    with pytest.raises(
+        ConfigError, match="set MODEL_POINTER, MODEL_SSM_PARAMETER or MODEL_POINTER_FILE"
+    ):
         load_settings()
 
 

@@ -64,21 +64,35 @@ def test_bool_model(serve_cached):
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
-        (b'{"inputs": [[1, 2, 3, 4], [1, "x", 3, 4]]}', "inputs[1][1]: expected a number, got string"),
+        (
+            b'{"inputs": [[1, 2, 3, 4], [1, "x", 3, 4]]}',
+            "inputs[1][1]: expected a number, got string",
+        ),
         (b'{"inputs": [[1, 2, 3]]}', "inputs[0]: expected a list of 4 items, got 3"),
         (b'{"inputs": [[1, NaN, 3, 4]]}', "inputs[0][1]: non-finite number (nan) is not allowed"),
-        (b'{"inputs": [[1, 2, Infinity, 4]]}', "inputs[0][2]: non-finite number (inf) is not allowed"),
-        (b'{"inputs": [[-Infinity, 2, 3, 4]]}', "inputs[0][0]: non-finite number (-inf) is not allowed"),
+        (
+            b'{"inputs": [[1, 2, Infinity, 4]]}',
+            "inputs[0][2]: non-finite number (inf) is not allowed",
+        ),
+        (
+            b'{"inputs": [[-Infinity, 2, 3, 4]]}',
+            "inputs[0][0]: non-finite number (-inf) is not allowed",
+        ),
         (b'{"inputs": [[1, 2, 3, 1e999]]}', "inputs[0][3]: non-finite number (inf) is not allowed"),
         (b'{"inputs": [[1, 2, 3, true]]}', "inputs[0][3]: expected a number, got boolean"),
         (b'{"inputs": []}', "inputs: empty batch, send at least one example"),
-        (b'{"inputs": [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]}', "inputs: 3 examples exceed the limit of 2 per request"),
+        (
+            b'{"inputs": [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]}',
+            "inputs: 3 examples exceed the limit of 2 per request",
+        ),
         (b"[]", 'body: expected a JSON object with an "inputs" list, got list'),
     ],
 )
 def test_bad_input_is_422_naming_the_problem(serve_cached, body, detail):
     with serve_cached(max_batch_size=2) as client:
-        response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+        response = client.post(
+            "/predict", content=body, headers={"content-type": "application/json"}
+        )
         after = client.post("/predict", json={"inputs": [[0, 0, 0, 0]]})
     assert response.status_code == 422
     assert response.json() == {"detail": detail}
@@ -87,7 +101,9 @@ def test_bad_input_is_422_naming_the_problem(serve_cached, body, detail):
 
 def test_invalid_json_is_422(serve_cached):
     with serve_cached() as client:
-        response = client.post("/predict", content=b'{"inputs": [[1, 2,', headers={"content-type": "application/json"})
+        response = client.post(
+            "/predict", content=b'{"inputs": [[1, 2,', headers={"content-type": "application/json"}
+        )
     assert response.status_code == 422
     assert response.json()["detail"].startswith("invalid JSON: ")
 
@@ -96,10 +112,14 @@ def test_body_limit_by_content_length(serve_cached):
     with serve_cached(max_body_bytes=2048) as client:
         big = json.dumps({"inputs": [[0.125, 0.25, 0.5, 1.0]] * 200}).encode()
         assert len(big) > 2048
-        response = client.post("/predict", content=big, headers={"content-type": "application/json"})
+        response = client.post(
+            "/predict", content=big, headers={"content-type": "application/json"}
+        )
         frame = json.dumps({"inputs": [[1, 2, 3, 4]], "pad": ""}).encode()
         at_limit = json.dumps({"inputs": [[1, 2, 3, 4]], "pad": "x" * (2048 - len(frame))}).encode()
-        exact = client.post("/predict", content=at_limit, headers={"content-type": "application/json"})
+        exact = client.post(
+            "/predict", content=at_limit, headers={"content-type": "application/json"}
+        )
     assert response.status_code == 413
     assert response.json() == {"detail": "request body exceeds 2048 bytes"}
     assert len(at_limit) == 2048
@@ -119,8 +139,12 @@ def test_body_limit_counts_streamed_bytes(serve_cached):
         yield b'{"inputs": [[1, 2, 3, 4]]}'
 
     with serve_cached(max_body_bytes=4096) as client:
-        too_big = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
-        fine = client.post("/predict", content=small(), headers={"content-type": "application/json"})
+        too_big = client.post(
+            "/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
+        fine = client.post(
+            "/predict", content=small(), headers={"content-type": "application/json"}
+        )
     assert too_big.status_code == 413
     assert fine.status_code == 200
 
@@ -130,7 +154,10 @@ def test_forward_error_is_500_and_the_service_goes_on(serve_cached):
         bad = client.post("/predict", json={"inputs": [[0, -1]]})
         good = client.post("/predict", json={"inputs": [[0, 3]]})
     assert bad.status_code == 500
-    assert bad.json()["detail"] == "model forward failed: Error: builtins.RuntimeError: negative input in column 1"
+    assert (
+        bad.json()["detail"]
+        == "model forward failed: Error: builtins.RuntimeError: negative input in column 1"
+    )
     assert good.json()["outputs"] == [[0.0, 6.0]]
 
 
@@ -175,8 +202,24 @@ def test_metrics(serve_cached, artifacts):
         client.post("/predict", json={"inputs": [[1, 2, 3]]})
         text = client.get("/metrics").text
     samples = metric_samples(text)
-    assert samples[("inference_http_requests_total", (("method", "POST"), ("path", "/predict"), ("status", "200")))] == 1
-    assert samples[("inference_http_requests_total", (("method", "POST"), ("path", "/predict"), ("status", "422")))] == 1
+    assert (
+        samples[
+            (
+                "inference_http_requests_total",
+                (("method", "POST"), ("path", "/predict"), ("status", "200")),
+            )
+        ]
+        == 1
+    )
+    assert (
+        samples[
+            (
+                "inference_http_requests_total",
+                (("method", "POST"), ("path", "/predict"), ("status", "422")),
+            )
+        ]
+        == 1
+    )
     assert samples[("inference_http_request_duration_seconds_count", (("path", "/predict"),))] == 2
     assert samples[("inference_batch_examples_count", ())] == 1
     assert samples[("inference_batch_examples_sum", ())] == 3
@@ -184,10 +227,17 @@ def test_metrics(serve_cached, artifacts):
     assert samples[("inference_ready", ())] == 1
     info = [labels for (name, labels) in samples if name == "inference_model_info"]
     assert dict(info[0]) == {
-        "model": "demo", "version": "1.0", "sha256": artifacts["affine"].sha256, "format": "torchscript"
+        "model": "demo",
+        "version": "1.0",
+        "sha256": artifacts["affine"].sha256,
+        "format": "torchscript",
     }
-    phases = {dict(labels)["phase"] for (name, labels) in samples if name == "inference_startup_phase_duration_seconds"}
-    assert {"resolving", "verifying", "loading", "warmup"} <= phases
+    phases = {
+        dict(labels)["phase"]
+        for (name, labels) in samples
+        if name == "inference_startup_phase_duration_seconds"
+    }
+    assert {"resolve", "cache_verify", "load", "warmup"} <= phases
 
 
 def test_unknown_paths_share_one_metric_label(serve_cached):
@@ -195,17 +245,32 @@ def test_unknown_paths_share_one_metric_label(serve_cached):
         assert client.get("/wp-admin").status_code == 404
         assert client.get("/random-thing").status_code == 404
         samples = metric_samples(client.get("/metrics").text)
-    assert samples[("inference_http_requests_total", (("method", "GET"), ("path", "other"), ("status", "404")))] == 2
+    assert (
+        samples[
+            (
+                "inference_http_requests_total",
+                (("method", "GET"), ("path", "other"), ("status", "404")),
+            )
+        ]
+        == 2
+    )
 
 
 def test_one_log_line_per_request_without_bodies(serve_cached, caplog):
     secret = 0.123456789
     with serve_cached() as client, caplog.at_level(logging.INFO, logger="inference.access"):
-        client.post("/predict", json={"inputs": [[secret, 0, 0, 0]]}, headers={"x-request-id": "abc"})
+        client.post(
+            "/predict", json={"inputs": [[secret, 0, 0, 0]]}, headers={"x-request-id": "abc"}
+        )
     lines = [r for r in caplog.records if r.name == "inference.access"]
     assert len(lines) == 1
     record = lines[0]
-    assert (record.method, record.path, record.status, record.request_id) == ("POST", "/predict", 200, "abc")
+    assert (record.method, record.path, record.status, record.request_id) == (
+        "POST",
+        "/predict",
+        200,
+        "abc",
+    )
     assert record.duration_ms >= 0
     assert str(secret) not in record.getMessage()
     assert all(str(secret) not in str(value) for value in vars(record).values())

@@ -50,7 +50,9 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     key = "models/probe/1/model.pt"
     put = s3.put_object(Bucket=BUCKET, Key=key, Body=artifact.data)
-    pointer = pointer_for(artifact, key=key, s3_version_id=put["VersionId"], model="probe", version="1")
+    pointer = pointer_for(
+        artifact, key=key, s3_version_id=put["VersionId"], model="probe", version="1"
+    )
     pointer["bucket"] = BUCKET
     ssm.put_parameter(Name=PARAMETER, Value=json.dumps(pointer), Type="String")
 
@@ -75,7 +77,11 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
     log_path = tmp_path / "service.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inference"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "inference"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -84,7 +90,11 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
             assert ready.json()["version"] == "1"
             answer = http.post("/predict", json={"inputs": [[0, 1.5], [0, 2]]})
             assert answer.status_code == 200
-            assert answer.json() == {"model": "probe", "version": "1", "outputs": [[0.0, 3.0], [0.0, 4.0]]}
+            assert answer.json() == {
+                "model": "probe",
+                "version": "1",
+                "outputs": [[0.0, 3.0], [0.0, 4.0]],
+            }
 
             # SIGTERM while a slow prediction is running: it still gets its answer.
             slow_result: dict = {}
@@ -108,8 +118,8 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     events = [line.get("event") for line in lines]
     phases = {line["phase"]: line for line in lines if line.get("event") == "startup_phase"}
-    assert {"resolving", "downloading", "verify", "loading", "warmup"} <= set(phases)
-    assert phases["downloading"]["bytes"] == artifact.size
+    assert {"resolve", "download", "verify", "load", "warmup"} <= set(phases)
+    assert phases["download"]["bytes"] == artifact.size
     assert all(phase["duration_s"] >= 0 for phase in phases.values())
     assert "startup_ready" in events
     requests = [line for line in lines if line.get("event") == "request"]

@@ -15,6 +15,8 @@ import zipfile
 import pytest
 
 from inference.aws import RetryPolicy
+from inference.bake import bake
+from inference.bake import main as bake_main
 from inference.download import download_object, plan_parts
 from inference.pointer import parse_pointer
 from tests.inference.conftest import BUCKET, pointer_for, seed_cache, serving
@@ -58,16 +60,36 @@ def test_ssm_wins_over_pointer_file(aws, artifacts, make_settings, tmp_path):
         assert client.get("/version").json()["version"] == "promoted"
 
 
-def test_baked_model_needs_no_aws(artifacts, make_settings, cache_dir, tmp_path, s3_requests):
-    """A pointer file plus a pre-filled cache (the Docker BAKED_MODEL layout): no AWS calls."""
+def test_baked_model_needs_no_aws(artifacts, make_settings, tmp_path, s3_requests):
+    """The Docker BAKED_MODEL layout (inference.bake): a pointer file and a filled cache."""
     artifact = artifacts["affine"]
-    seed_cache(cache_dir, artifact)
-    pointer_file = tmp_path / "pointer.json"
-    pointer_file.write_text(json.dumps(pointer_for(artifact, key="k", s3_version_id="v")))
-    settings = make_settings(model_pointer_file=pointer_file, aws_endpoint_url="http://127.0.0.1:9")
+    source = tmp_path / "model-src"
+    source.mkdir()
+    (source / "model.pt").write_bytes(artifact.data)
+    pointer = pointer_for(artifact, key="models/demo/1.0/model.pt", s3_version_id="v")
+    (source / "pointer.json").write_text(json.dumps(pointer))
+    baked = tmp_path / "baked"
+    assert bake_main([str(source), str(baked)]) == 0
+    settings = make_settings(
+        model_pointer_file=baked / "pointer.json",
+        model_cache_dir=baked / "cache",
+        aws_endpoint_url="http://127.0.0.1:9",  # nothing listens there
+    )
     with serving(settings) as client:
         assert client.post("/predict", json=ROW).status_code == 200
     assert s3_requests.calls == []
+
+
+def test_bake_refuses_an_artifact_that_does_not_match(artifacts, tmp_path):
+    artifact = artifacts["affine"]
+    source = tmp_path / "model-src"
+    source.mkdir()
+    (source / "model.pt").write_bytes(artifact.data[:-1] + b"!")
+    pointer = pointer_for(artifact, key="models/demo/1.0/model.pt", s3_version_id="v")
+    (source / "pointer.json").write_text(json.dumps(pointer))
+    with pytest.raises(ValueError, match="has SHA-256 .* the pointer says"):
+        bake(source, tmp_path / "baked")
+    assert not (tmp_path / "baked").exists()
 
 
 def garbage(tmp_path, name="garbage.pt") -> Artifact:
@@ -148,7 +170,9 @@ FAILURES = {
         "does not load as torchscript",
     ),
     "export_file_declared_torchscript": (
-        upload_artifact(lambda a, tmp: Artifact(a["affine_export"].path, "torchscript", [4], "float32")),
+        upload_artifact(
+            lambda a, tmp: Artifact(a["affine_export"].path, "torchscript", [4], "float32")
+        ),
         "unloadable_artifact",
         "does not load as torchscript",
     ),
@@ -168,7 +192,11 @@ FAILURES = {
         "the model output must be a tensor, or a tuple, list or dict of tensors; got str",
     ),
     "missing_parameter": (via_ssm(None), "parameter_not_found", "ParameterNotFound"),
-    "parameter_not_json": (via_ssm("not json"), "pointer_invalid", "malformed model pointer from SSM"),
+    "parameter_not_json": (
+        via_ssm("not json"),
+        "pointer_invalid",
+        "malformed model pointer from SSM",
+    ),
     "pointer_missing_field": (
         via_ssm(json.dumps({"schema": 1, "model": "demo"})),
         "pointer_invalid",
@@ -203,7 +231,7 @@ def test_permanent_failure_keeps_the_process_up_but_never_ready(
     assert predict.status_code == 503
     assert predict.json() == ready.json()
     [line] = errors(caplog)  # exactly one line says why
-    assert line.cause == cause
+    assert getattr(line, "cause", None) == cause
     assert fragment in line.getMessage()
     # Nothing unverified is left in the cache under any name.
     leftovers = [p.name for p in cache_dir.iterdir()] if cache_dir.exists() else []
@@ -215,7 +243,9 @@ def test_permanent_failure_keeps_the_process_up_but_never_ready(
 def test_unreachable_endpoint_is_retried_then_reported(aws, artifacts, make_settings, caplog):
     pointer = aws.upload(artifacts["affine"])
     with socket_closed_port() as port:
-        settings = make_settings(pointer, aws_endpoint_url=f"http://127.0.0.1:{port}", startup_retries=2)
+        settings = make_settings(
+            pointer, aws_endpoint_url=f"http://127.0.0.1:{port}", startup_retries=2
+        )
         with caplog.at_level(logging.WARNING), serving(settings) as client:
             ready = client.get("/readyz").json()
     assert ready["status"] == "failed"
@@ -223,7 +253,7 @@ def test_unreachable_endpoint_is_retried_then_reported(aws, artifacts, make_sett
     retries = [r for r in caplog.records if getattr(r, "event", None) == "aws_retry"]
     assert len(retries) >= 2
     [line] = errors(caplog)
-    assert line.cause == "aws_unavailable"
+    assert getattr(line, "cause", None) == "aws_unavailable"
 
 
 class socket_closed_port:
@@ -240,7 +270,9 @@ class socket_closed_port:
         return None
 
 
-def test_restart_with_the_same_version_downloads_nothing(aws, artifacts, make_settings, s3_requests):
+def test_restart_with_the_same_version_downloads_nothing(
+    aws, artifacts, make_settings, s3_requests
+):
     pointer = aws.upload(artifacts["affine"])
     with serving(make_settings(pointer)) as client:
         assert client.get("/readyz").status_code == 200
@@ -253,7 +285,9 @@ def test_restart_with_the_same_version_downloads_nothing(aws, artifacts, make_se
     assert "inference_startup_downloaded_bytes 0.0" in samples
 
 
-def test_multi_part_download_is_hashed_while_downloading(aws, artifacts, make_settings, s3_requests, cache_dir):
+def test_multi_part_download_is_hashed_while_downloading(
+    aws, artifacts, make_settings, s3_requests, cache_dir
+):
     artifact = artifacts["padded"]
     part_size = 256 * 1024
     pointer = aws.upload(artifact)
@@ -271,23 +305,36 @@ def test_download_object_writes_and_hashes_every_part(aws, tmp_path):
     blob = os.urandom(3 * 1024 * 1024 + 12345)
     put = aws.s3.put_object(Bucket=BUCKET, Key="blob", Body=blob)
     pointer = parse_pointer(
-        json.dumps({
-            "schema": 1, "model": "blob", "version": "1", "bucket": BUCKET, "key": "blob",
-            "s3_version_id": put["VersionId"], "sha256": hashlib.sha256(blob).hexdigest(),
-            "size": len(blob), "format": "torchscript", "input": {"shape": [1], "dtype": "float32"},
-        }),
+        json.dumps(
+            {
+                "schema": 1,
+                "model": "blob",
+                "version": "1",
+                "bucket": BUCKET,
+                "key": "blob",
+                "s3_version_id": put["VersionId"],
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "size": len(blob),
+                "format": "torchscript",
+                "input": {"shape": [1], "dtype": "float32"},
+            }
+        ),
         source="test",
     )
     from inference.aws import s3_client
     from inference.config import Settings
 
     client = s3_client(Settings(model_pointer="x", aws_region="us-east-1"))
-    progress = []
+    progress: list[int] = []
     target = tmp_path / "out"
     fd = os.open(target, os.O_RDWR | os.O_CREAT)
     try:
         digest = download_object(
-            client, pointer, fd, part_size=65536, concurrency=3,
+            client,
+            pointer,
+            fd,
+            part_size=65536,
+            concurrency=3,
             policy=RetryPolicy(attempts=1, base_seconds=0, max_seconds=0, stop=threading.Event()),
             on_progress=progress.append,
         )
@@ -300,18 +347,44 @@ def test_download_object_writes_and_hashes_every_part(aws, tmp_path):
     assert len(progress) == len(plan_parts(len(blob), 65536))
 
 
-def test_corrupt_cache_entry_is_downloaded_again(aws, artifacts, make_settings, s3_requests, cache_dir):
+@pytest.mark.parametrize(
+    ("damage", "verify"),
+    [
+        (lambda data: data[:100], True),  # truncated
+        (lambda data: data[:100], False),  # the size check needs no re-hash
+        (lambda data: data[:-1] + bytes([data[-1] ^ 1]), True),  # one bit flipped
+    ],
+    ids=["truncated", "truncated-verify-off", "bit-flip"],
+)
+def test_corrupt_cache_entry_is_downloaded_again(
+    damage, verify, aws, artifacts, make_settings, s3_requests, cache_dir
+):
     artifact = artifacts["affine"]
     pointer = aws.upload(artifact)
     cache_dir.mkdir()
-    (cache_dir / artifact.sha256).write_bytes(artifact.data[:100])  # truncated by a bad disk
-    with serving(make_settings(pointer)) as client:
+    (cache_dir / artifact.sha256).write_bytes(damage(artifact.data))
+    with serving(make_settings(pointer, model_cache_verify=verify)) as client:
         assert client.get("/readyz").status_code == 200
     assert len(s3_requests.gets()) == 1
     assert (cache_dir / artifact.sha256).read_bytes() == artifact.data
 
 
-def test_abandoned_partial_download_is_ignored_and_removed(aws, artifacts, make_settings, cache_dir):
+def test_cache_hit_without_verification_skips_the_hash(
+    aws, artifacts, make_settings, s3_requests, cache_dir
+):
+    artifact = artifacts["affine"]
+    seed_cache(cache_dir, artifact)
+    pointer = aws.upload(artifact)
+    with serving(make_settings(pointer, model_cache_verify=False)) as client:
+        assert client.get("/readyz").status_code == 200
+        metrics = client.get("/metrics").text
+    assert s3_requests.calls == []
+    assert 'phase="cache_verify"' not in metrics
+
+
+def test_abandoned_partial_download_is_ignored_and_removed(
+    aws, artifacts, make_settings, cache_dir
+):
     artifact = artifacts["affine"]
     pointer = aws.upload(artifact)
     cache_dir.mkdir()
@@ -361,3 +434,37 @@ def test_cache_is_bounded_least_recently_used_first(aws, artifacts, make_setting
         assert client.get("/readyz").status_code == 200
     remaining = {p.name for p in cache_dir.iterdir()}
     assert remaining == {artifact.sha256, names["newest"], "README"}
+
+
+def test_before_ready_every_model_endpoint_reports_the_phase(make_settings):
+    """An SSM endpoint that accepts connections but never answers holds startup in 'resolving'."""
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from inference.app import create_app
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    settings = make_settings(
+        model_ssm_parameter=PARAMETER, aws_endpoint_url=f"http://127.0.0.1:{port}"
+    )
+    try:
+        with TestClient(create_app(settings)) as client:
+            health = client.get("/healthz")
+            ready = client.get("/readyz")
+            version = client.get("/version")
+            predict = client.post("/predict", json=ROW)
+            silent.close()  # lets the stuck request fail so shutdown is quick
+    finally:
+        silent.close()
+    assert health.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "resolving", "detail": "resolving the model pointer"}
+    assert ready.headers["retry-after"] == "5"
+    assert version.status_code == 503
+    assert version.json() == ready.json()
+    assert predict.status_code == 503
+    assert predict.json() == ready.json()

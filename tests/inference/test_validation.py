@@ -60,7 +60,9 @@ def test_int32_refuses_out_of_range():
     assert message == "inputs[0][1]: 2147483648 is out of range for int32"
 
 
-@pytest.mark.parametrize("literal", ["9223372036854775808", "1e19", "100000000000000000000000000000"])
+@pytest.mark.parametrize(
+    "literal", ["9223372036854775808", "1e19", "100000000000000000000000000000"]
+)
 def test_int64_refuses_out_of_range(literal):
     message = refused(f'{{"inputs": [[1], [{literal}]]}}', InputSpec(shape=(1,), dtype="int64"))
     assert message.startswith("inputs[1][0]: ")
@@ -76,8 +78,13 @@ def test_int64_accepts_its_extremes():
 def test_bool_takes_true_and_false_only():
     spec = InputSpec(shape=(2,), dtype="bool")
     assert check('{"inputs": [[true, false]]}', spec).tolist() == [[True, False]]
-    assert refused('{"inputs": [[true, 1]]}', spec) == "inputs[0][1]: expected true or false, got number"
-    assert refused('{"inputs": [[0, 1]]}', spec) == "inputs[0][0]: expected true or false, got number"
+    assert (
+        refused('{"inputs": [[true, 1]]}', spec)
+        == "inputs[0][1]: expected true or false, got number"
+    )
+    assert (
+        refused('{"inputs": [[0, 1]]}', spec) == "inputs[0][0]: expected true or false, got number"
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,9 +103,7 @@ def test_boolean_token_elsewhere_in_the_body_does_not_matter():
     assert batch.tolist() == [[1, 2, 3, 4]]
 
 
-@pytest.mark.parametrize(
-    ("value", "kind"), [('"a"', "string"), ("null", "null"), ("{}", "object")]
-)
+@pytest.mark.parametrize(("value", "kind"), [('"a"', "string"), ("null", "null"), ("{}", "object")])
 def test_wrong_element_type_is_named_with_its_position(value, kind):
     body = f'{{"inputs": [[1,2,3,4],[1,2,3,4],[1,2,3,4],[1,{value},3,4]]}}'
     assert refused(body) == f"inputs[3][1]: expected a number, got {kind}"
@@ -136,7 +141,13 @@ def test_scalar_examples():
 
 @pytest.mark.parametrize(
     ("token", "shown"),
-    [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf"), ("1e999", "inf"), ("-1e999", "-inf")],
+    [
+        ("NaN", "nan"),
+        ("Infinity", "inf"),
+        ("-Infinity", "-inf"),
+        ("1e999", "inf"),
+        ("-1e999", "-inf"),
+    ],
 )
 def test_non_finite_numbers_are_refused_by_validation_not_parsing(token, shown):
     message = refused(f'{{"inputs": [[1, 2, 3, 4], [1, {token}, 3, 4]]}}')
@@ -151,11 +162,17 @@ def test_python_json_dumps_output_with_nan_is_read():
 
 def test_non_finite_with_int_dtype():
     spec = InputSpec(shape=(2,), dtype="int64")
-    assert refused('{"inputs": [[1, NaN]]}', spec) == "inputs[0][1]: non-finite number (nan) is not allowed"
+    assert (
+        refused('{"inputs": [[1, NaN]]}', spec)
+        == "inputs[0][1]: non-finite number (nan) is not allowed"
+    )
 
 
 def test_float32_range():
-    assert refused('{"inputs": [[1, 2, 3, 1e39]]}') == "inputs[0][3]: 1e+39 is out of range for float32"
+    assert (
+        refused('{"inputs": [[1, 2, 3, 1e39]]}')
+        == "inputs[0][3]: 1e+39 is out of range for float32"
+    )
     huge = "1" + "0" * 400  # an integer literal too large for any float
     message = refused(f'{{"inputs": [[1, 2, 3, {huge}]], "x": NaN}}')
     assert message.startswith("inputs[0][3]: 1000000000...")
@@ -168,7 +185,10 @@ def test_float32_range():
         ('{"inputs": []}', "inputs: empty batch, send at least one example"),
         ('{"inputs": 5}', "inputs: expected a list of examples, got number"),
         ('{"inputs": {"a": 1}}', "inputs: expected a list of examples, got object"),
-        ('{"examples": [[1, 2, 3, 4]]}', 'inputs: field required (body must be {"inputs": [example, ...]})'),
+        (
+            '{"examples": [[1, 2, 3, 4]]}',
+            'inputs: field required (body must be {"inputs": [example, ...]})',
+        ),
         ("[[1, 2, 3, 4]]", 'body: expected a JSON object with an "inputs" list, got list'),
         ('"hello"', 'body: expected a JSON object with an "inputs" list, got string'),
     ],

@@ -19,9 +19,9 @@ from django.utils import timezone
 from dashboard.accounts.services import user_ensure
 from dashboard.aws import apprunner, ssm
 from dashboard.deployments.pointer import pointer_build, pointer_dumps, pointer_loads
-from dashboard.deployments.services import environment_ensure
+from dashboard.deployments.services import environment_ensure, environments_refresh_pointers
 from dashboard.registry.selectors import version_get
-from dashboard.registry.services import version_publish
+from dashboard.registry.services import registry_sync, version_publish
 
 # environment -> index into the demo versions (oldest first) it starts on;
 # the newest, best version is left for the user to promote.
@@ -64,6 +64,8 @@ class Command(BaseCommand):
             cors_origins=cors_origins or ["http://127.0.0.1:8000", "http://localhost:8000"],
         )
         versions = build_demo_versions(settings.STATE_DIR / "demo-model")
+        # The embedded AWS starts empty: drop index rows of objects it no longer has.
+        registry_sync()
         for demo in versions:
             if version_get(model=MODEL_NAME, version=demo.version) is None:
                 version_publish(
@@ -85,7 +87,11 @@ class Command(BaseCommand):
             info = None
             if current is not None:
                 info = version_get(model=MODEL_NAME, version=current["version"])
-            if info is None or info.s3_version_id != current.get("s3_version_id"):  # type: ignore[union-attr]
+            if (
+                info is None
+                or current is None
+                or info.s3_version_id != current.get("s3_version_id")
+            ):
                 info = version_get(model=MODEL_NAME, version=versions[index].version)
                 assert info is not None
                 pointer = pointer_build(
@@ -97,6 +103,7 @@ class Command(BaseCommand):
                 )
                 ssm.put_parameter(name=parameter, value=pointer_dumps(pointer))
                 self.stdout.write(f"pointer {parameter} -> {info.version}")
+        environments_refresh_pointers()
         self._ensure_users()
 
     def _ensure_users(self) -> None:
@@ -130,6 +137,7 @@ class Command(BaseCommand):
                 position=position,
             )
             self.stdout.write(f"environment {MODEL_NAME}/{name} -> {service.arn}")
+        environments_refresh_pointers()
 
 
 def settings_endpoint() -> str:
