@@ -3,6 +3,7 @@ routers. Auth: the browser session (with CSRF) or ``Authorization: Token <key>``
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
@@ -45,7 +46,11 @@ class BrowserSessionAuth(SessionAuth):
     def _get_key(self, request: HttpRequest) -> str | None:
         key = request.COOKIES.get(self.param_name)
         if key and request.user.is_authenticated and check_csrf(request) is not None:
-            raise HttpError(403, "CSRF check failed: send the X-CSRFToken header from the page")
+            raise HttpError(
+                403,
+                "CSRF check failed: a signed-in browser session must send the X-CSRFToken "
+                "header from the dashboard's own origin (API clients use a token instead)",
+            )
         return key
 
 
@@ -68,13 +73,33 @@ def _error(request: HttpRequest, status: int, detail: str, **extra: Any) -> Http
 
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    if request.method in {"POST", "PUT", "PATCH"} and not _body_is_object(request):
+        return _error(request, 400, "the request body must be a JSON object")
     problems = []
     for error in exc.errors:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in {"body", "payload"})
+        loc = [str(p) for p in error.get("loc", ())]
+        where = ".".join(p for p in loc if p not in {"body", "payload", "params", "query"})
+        if not where and loc[:1] == ["body"]:
+            # The body as a whole: missing, not JSON, or not an object.
+            problems.append("the request body must be a JSON object")
+            continue
         problems.append(
             f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "")
         )
-    return _error(request, 400, "; ".join(problems) or "invalid request", errors=exc.errors)
+    detail = "; ".join(dict.fromkeys(problems)) or "invalid request"
+    return _error(request, 400, detail, errors=_jsonable(exc.errors))
+
+
+def _body_is_object(request: HttpRequest) -> bool:
+    try:
+        return isinstance(json.loads(request.body or b"{}"), dict)
+    except ValueError:
+        return False
+
+
+def _jsonable(errors: Any) -> Any:
+    # pydantic puts exception objects in "ctx"; keep the response JSON.
+    return [{k: v for k, v in e.items() if k in {"loc", "msg", "type"}} for e in errors]
 
 
 @api.exception_handler(AuthenticationError)

@@ -3,6 +3,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path, register_converter
 from django.views.generic import RedirectView
 
+from dashboard.accounts import views as account_views
 from dashboard.accounts.admin_site import site as admin_site
 from dashboard.api import api
 from dashboard.deployments import views as deployment_views
@@ -32,10 +33,10 @@ def healthz(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="models", permanent=False)),
     path("healthz", healthz),
+    path("login/", account_views.RateLimitedLoginView.as_view(), name="login"),
+    path("settings/", account_views.settings_page, name="settings"),
     path(
-        "login/",
-        auth_views.LoginView.as_view(template_name="accounts/login.html"),
-        name="login",
+        "settings/tokens/<id:token_id>/revoke", account_views.token_revoke_view, name="token-revoke"
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("models/", registry_views.models_page, name="models"),

@@ -204,9 +204,12 @@ def apprunner_config(ports: Ports, env: dict[str, str], state_dir: Path) -> dict
                     "AWS_SECRET_ACCESS_KEY": "test",
                     "AWS_REGION": env["AWS_REGION"],
                     "TORCH_NUM_THREADS": "1",
+                    "HOST": "127.0.0.1",
                 },
                 "health_check_path": "/readyz",
-                "health_check_timeout_seconds": 180,
+                # App Runner gives up on an unhealthy deployment after minutes;
+                # locally the demo model loads in about a second.
+                "health_check_timeout_seconds": 60,
                 "health_check_interval_seconds": 0.5,
             }
         )

@@ -107,7 +107,9 @@ def write_artifact(path: Path, size: int = 2048) -> Path:
     return path
 
 
-def publish(model: str, version: str, tmp_path: Path, *, status: str = "valid", **extra: Any) -> Any:
+def publish(
+    model: str, version: str, tmp_path: Path, *, status: str = "valid", **extra: Any
+) -> Any:
     """Publish a version with a (random-bytes) artifact through the real service.
 
     Random bytes would never pass validation, so ``status`` records the outcome
@@ -130,6 +132,17 @@ def publish(model: str, version: str, tmp_path: Path, *, status: str = "valid", 
     ModelVersion.objects.filter(pk=row.pk).update(status=status)
     row.refresh_from_db()
     return row
+
+
+@pytest.fixture(autouse=True)
+def _local_cache(settings: Any) -> Iterator[None]:
+    # Each test gets an empty cache (the login rate limit lives there).
+    from django.core.cache import cache
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

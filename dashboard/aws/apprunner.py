@@ -89,6 +89,24 @@ def list_services() -> list[ServiceInfo]:
         raise translate(exc, operation="ListServices") from exc
 
 
+def list_operations(*, service_arn: str, max_results: int = 20) -> list[OperationInfo]:
+    """The service's most recent operations, newest first (one page)."""
+    try:
+        response = _apprunner().list_operations(ServiceArn=service_arn, MaxResults=max_results)
+    except Exception as exc:
+        raise translate(exc, operation="ListOperations") from exc
+    return [
+        OperationInfo(
+            id=str(item.get("Id", "")),
+            type=str(item.get("Type", "")),
+            status=str(item.get("Status", "")),
+            started_at=item.get("StartedAt"),
+            ended_at=item.get("EndedAt"),
+        )
+        for item in response.get("OperationSummaryList", [])
+    ]
+
+
 def get_operation(*, service_arn: str, operation_id: str) -> OperationInfo | None:
     """Return the service's operation ``operation_id``, or None if App Runner
     does not list it (it keeps a bounded history, newest first)."""

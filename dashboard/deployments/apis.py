@@ -124,11 +124,12 @@ def promote(
     summary="Redeploy the version served before the last successful deployment",
 )
 def rollback(
-    request: HttpRequest, model: str, environment: str, payload: RollbackIn
+    request: HttpRequest, model: str, environment: str, payload: RollbackIn | None = None
 ) -> Status[dict[str, Any]]:
     api_require_role(request, DEPLOYER)
     env = _environment_or_404(model, environment)
-    deployment = deployment_rollback(environment=env, user=request.user, reason=payload.reason)
+    reason = payload.reason if payload is not None else ""
+    deployment = deployment_rollback(environment=env, user=request.user, reason=reason)
     return Status(202, deployment_as_dict(deployment))
 
 

@@ -86,6 +86,11 @@ class Deployment(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    runner = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Lease of the worker running it; a worker that loses it stops.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -22,6 +22,7 @@ class EnvironmentState:
     pointer_error: str
     live: LiveVersion | None
     in_flight: Deployment | None
+    rollback_to: str | None = None
 
     @property
     def promoted_version(self) -> str | None:
@@ -89,6 +90,7 @@ def environment_states(
             pointer_error=pointer_error,
             live=live,
             in_flight=deployment_in_flight(environment=environment),
+            rollback_to=_rollback_version(environment),
         )
         for environment, (pointer, pointer_error, live) in zip(environments, results, strict=True)
     ]
@@ -142,3 +144,10 @@ def serving_map(*, model: str) -> dict[str, list[str]]:
         if version:
             serving.setdefault(version, []).append(name)
     return serving
+
+
+def _rollback_version(environment: Environment) -> str | None:
+    from dashboard.deployments.services import rollback_target
+
+    target = rollback_target(environment=environment)
+    return target[0] if target else None

@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.accounts.roles import ADMIN, DEPLOYER, user_has_role
@@ -84,8 +86,12 @@ def deployment_start(
     reason = reason.strip()
     if len(reason) > 500:
         raise DeploymentError("reason must be at most 500 characters")
-    if deployment_in_flight(environment=environment) is not None:
-        raise DeploymentConflict(f"{environment} already has a deployment in flight")
+    in_flight = deployment_in_flight(environment=environment)
+    if in_flight is not None:
+        raise DeploymentConflict(
+            f"{environment} already has a deployment in flight (#{in_flight.pk}, "
+            f"{in_flight.to_version}, {in_flight.status}); wait for it to finish"
+        )
     info = version_get(model=environment.model_name, version=version)
     if info is None:
         raise DeploymentError(f"version {version!r} of {environment.model_name} does not exist")
@@ -169,10 +175,13 @@ def _finish(
 ) -> bool:
     """Move an in-flight deployment to a final status, once. Return False if
     another worker finished it first."""
-    if restore_pointer:
+    owned = Deployment.objects.filter(pk=deployment.pk, status__in=Deployment.IN_FLIGHT)
+    if deployment.runner:
+        owned = owned.filter(runner=deployment.runner)
+    if restore_pointer and owned.exists():
         _restore_pointer(deployment)
     now = timezone.now()
-    changed = Deployment.objects.filter(pk=deployment.pk, status__in=Deployment.IN_FLIGHT).update(
+    changed = owned.update(
         status=status, error=error, live_version=live, finished_at=now, heartbeat_at=now
     )
     if changed:
@@ -215,44 +224,98 @@ def _restore_pointer(deployment: Deployment) -> None:
         _event(deployment, f"could not restore the pointer: {exc}", level="error")
 
 
+class _LostLease(Exception):
+    """Another worker took this deployment over (this one went quiet too long)."""
+
+
 def _heartbeat(deployment: Deployment) -> None:
-    Deployment.objects.filter(pk=deployment.pk).update(heartbeat_at=timezone.now())
+    """Renew the lease; raise _LostLease if another worker holds it now."""
+    renewed = Deployment.objects.filter(
+        pk=deployment.pk, runner=deployment.runner, status__in=Deployment.IN_FLIGHT
+    ).update(heartbeat_at=timezone.now())
+    if not renewed:
+        raise _LostLease
 
 
 def deployment_execute(*, deployment_id: int) -> None:
-    """Run a deployment to its end. Idempotent: a second call for a finished
-    deployment returns at once, and one for an in-progress deployment resumes
-    following its App Runner operation (a worker died mid-deploy)."""
+    """Run a deployment to its end.
+
+    Idempotent and safe under redelivery: each run takes a lease (``runner``).
+    A pending deployment is claimed; an in-progress one is taken over only
+    when its worker has not renewed the lease for DEPLOYMENT_STALE_SECONDS
+    (it died or hangs), and the new worker adopts the App Runner operation
+    the old one started instead of starting another. A worker that finds its
+    lease taken stops without touching the deployment again.
+    """
+    token = uuid.uuid4().hex
     now = timezone.now()
     claimed = Deployment.objects.filter(pk=deployment_id, status=Deployment.Status.PENDING).update(
-        status=Deployment.Status.IN_PROGRESS, started_at=now, heartbeat_at=now
+        status=Deployment.Status.IN_PROGRESS, started_at=now, heartbeat_at=now, runner=token
     )
+    if not claimed:
+        stale = now - dt.timedelta(seconds=settings.DEPLOYMENT_STALE_SECONDS)
+        claimed = Deployment.objects.filter(
+            Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True) | Q(runner=""),
+            pk=deployment_id,
+            status=Deployment.Status.IN_PROGRESS,
+        ).update(heartbeat_at=now, runner=token)
+        resumed = bool(claimed)
+    else:
+        resumed = False
     deployment = Deployment.objects.select_related("environment").filter(pk=deployment_id).first()
-    if deployment is None or deployment.status in Deployment.FINAL:
-        return
-    _event(deployment, "worker started" if claimed else "worker resumed an interrupted deployment")
+    if deployment is None or deployment.status in Deployment.FINAL or not claimed:
+        return  # finished, or another live worker holds the lease
+    _event(deployment, "worker resumed an interrupted deployment" if resumed else "worker started")
     started = deployment.started_at or now
     deadline = started + dt.timedelta(seconds=settings.DEPLOYMENT_TIMEOUT_SECONDS)
     environment = deployment.environment
-    if not deployment.operation_id:
-        operation_id = _start_operation(deployment, deadline)
-        if operation_id is None:
-            return
-        Deployment.objects.filter(pk=deployment.pk).update(operation_id=operation_id)
-        deployment.operation_id = operation_id
-        _event(deployment, f"App Runner operation {operation_id} started")
-    _follow(deployment, environment, deadline)
+    try:
+        if not deployment.operation_id:
+            operation_id = _start_operation(deployment, deadline, adopt=resumed)
+            if operation_id is None:
+                return
+            saved = Deployment.objects.filter(pk=deployment.pk, runner=token).update(
+                operation_id=operation_id
+            )
+            if not saved:
+                raise _LostLease
+            deployment.operation_id = operation_id
+        _follow(deployment, environment, deadline)
+    except _LostLease:
+        logger.warning("deployment %s: another worker took it over; stopping", deployment.pk)
 
 
-def _start_operation(deployment: Deployment, deadline: dt.datetime) -> str | None:
+def _adoptable_operation(deployment: Deployment) -> str | None:
+    """An App Runner deployment started since this deployment began: the one a
+    previous worker started before it died (never start a second one)."""
+    since = (deployment.started_at or timezone.now()) - dt.timedelta(seconds=5)
+    for operation in apprunner.list_operations(service_arn=deployment.environment.service_arn):
+        if (
+            operation.type == "START_DEPLOYMENT"
+            and operation.started_at
+            and operation.started_at >= since
+        ):
+            return operation.id
+    return None
+
+
+def _start_operation(deployment: Deployment, deadline: dt.datetime, *, adopt: bool) -> str | None:
     environment = deployment.environment
     waiting_logged = False
     while True:
         try:
-            return apprunner.start_deployment(service_arn=environment.service_arn)
+            if adopt:
+                adopted = _adoptable_operation(deployment)
+                if adopted:
+                    _event(deployment, f"adopted App Runner operation {adopted}")
+                    return adopted
+            operation_id = apprunner.start_deployment(service_arn=environment.service_arn)
+            _event(deployment, f"App Runner operation {operation_id} started")
+            return operation_id
         except AwsConflictError:
-            # Another operation (e.g. a configuration change) is running on
-            # the service: wait for it instead of failing.
+            # Another operation (a configuration change, or the one a dead
+            # worker started) is running on the service: wait, then adopt or start.
+            adopt = True
             if not waiting_logged:
                 _event(deployment, "the service is busy with another operation; waiting")
                 waiting_logged = True
@@ -265,7 +328,7 @@ def _start_operation(deployment: Deployment, deadline: dt.datetime) -> str | Non
                     restore_pointer=True,
                 )
                 return None
-            _event(deployment, f"retrying: {exc}", level="warning")
+            _event(deployment, f"App Runner did not answer; retrying: {exc}", level="warning")
         if timezone.now() >= deadline:
             _finish(
                 deployment,
@@ -377,24 +440,43 @@ def deployments_resume_stale() -> list[int]:
 def deployment_rollback(
     *, environment: Environment, user: Any, reason: str = "", kind: str = Deployment.Kind.ROLLBACK
 ) -> Deployment:
-    """Deploy the version the environment served before its last successful
-    deployment. Raises DeploymentError when there is nothing to go back to."""
+    """Deploy the version the environment served before the one it serves now.
+    Raises DeploymentError when there is nothing different to go back to."""
     _check_permission(user, environment)
+    environment.refresh_from_db(fields=["promoted_version"])
+    target = rollback_target(environment=environment)
+    if target is None:
+        raise DeploymentError(
+            f"{environment} has no earlier live version to roll back to "
+            f"(no successful deployment replaced another version)"
+        )
+    version, replaced_by = target
+    return deployment_start(
+        environment=environment,
+        version=version,
+        user=user,
+        reason=reason or f"rollback of #{replaced_by.pk} ({replaced_by.to_version})",
+        kind=kind,
+    )
+
+
+def rollback_target(*, environment: Environment) -> tuple[str, Deployment] | None:
+    """(version to go back to, the deployment that replaced it), or None.
+
+    The current version is the environment's pointer; the target is what the
+    last successful deployment *to* that version replaced, skipping
+    redeployments of the same version."""
+    current = environment.promoted_version
+    if not current:
+        return None
     last = (
-        environment.deployments.filter(status=Deployment.Status.SUCCEEDED)
+        environment.deployments.filter(status=Deployment.Status.SUCCEEDED, to_version=current)
         .exclude(from_version="")
+        .exclude(from_version=current)
         .order_by("-finished_at", "-id")
         .first()
     )
-    if last is None:
-        raise DeploymentError(f"{environment} has no earlier live version to roll back to")
-    return deployment_start(
-        environment=environment,
-        version=last.from_version,
-        user=user,
-        reason=reason or f"rollback of #{last.pk} ({last.to_version})",
-        kind=kind,
-    )
+    return (last.from_version, last) if last is not None else None
 
 
 def environment_ensure(

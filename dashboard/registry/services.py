@@ -71,7 +71,9 @@ def version_publish(
     shape, dtype = validate_input_signature(input_shape, input_dtype)
     bucket = settings.MODELS_BUCKET
     base = version_prefix(model, version)
-    if any(True for _ in s3.iter_objects(bucket=bucket, prefix=base)):
+    if ModelVersion.objects.filter(model_name=model, version=version).exists() or any(
+        True for _ in s3.iter_objects(bucket=bucket, prefix=base)
+    ):
         raise VersionExists(f"version {version} of {model} already exists")
     sha256 = file_sha256(path)
     manifest = Manifest(

@@ -82,9 +82,10 @@ def _model_page(request: HttpRequest, model: str) -> HttpResponse:
     only = None
     if environment:
         only = [v for v, envs in serving.items() if environment in envs]
+    requested = _page_number(request.GET.get("page"))
     page = version_page(
         model=model,
-        page=_page_number(request.GET.get("page")),
+        page=requested,
         page_size=PAGE_SIZE,
         status=status,
         versions=only,
@@ -109,9 +110,11 @@ def _model_page(request: HttpRequest, model: str) -> HttpResponse:
     if request.headers.get("HX-Request") and request.GET.get("fragment") == "versions":
         return render(request, "registry/_versions.html", context)
     environments = list(environment_list(model=model))
+    states = environment_states(environments)
     context.update(
         {
-            "states": environment_states(environments),
+            "states": states,
+            "any_in_flight": any(s.in_flight for s in states),
             "promotable": list(
                 ModelVersion.objects.filter(model_name=model, status=ModelVersion.Status.VALID)
                 .order_by("-created_at", "-id")

@@ -7,11 +7,13 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -21,6 +23,12 @@ from devstack.apprunner.logsink import LogRecord, LogSink, Stream
 _MAX_LINE_BYTES = 64 * 1024
 _KEPT_LINES = 20
 _PROBE_TIMEOUT_SECONDS = 5.0
+_ORPHAN_GUARD = Path(__file__).with_name("orphan_guard.py")
+# PR_SET_PDEATHSIG, which the guard relies on, is Linux only.
+_GUARDED = sys.platform == "linux"
+# Where an instance listens unless its service's env says otherwise: App Runner
+# is the only way in, so a local instance has no business on other interfaces.
+DEFAULT_INSTANCE_HOST = "127.0.0.1"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -35,7 +43,10 @@ class Instance:
 
     The process starts a new session, so it and everything it forks form one
     process group that ``stop`` signals as a whole: no orphans survive it.
-    All methods must be called on the stand-in's event loop.
+    On Linux the group is led by ``orphan_guard.py``, which stops the group
+    (SIGTERM, SIGKILL after ``orphan_grace`` seconds) if the stand-in itself
+    dies without stopping it. All methods must be called on the stand-in's
+    event loop.
     """
 
     def __init__(
@@ -47,6 +58,7 @@ class Instance:
         env: Mapping[str, str],
         cwd: Path | None,
         sink: LogSink,
+        orphan_grace: float = 10.0,
     ) -> None:
         self.id = uuid.uuid4().hex[:8]
         self.port = 0
@@ -56,9 +68,11 @@ class Instance:
         self._env = dict(env)
         self._cwd = cwd
         self._sink = sink
+        self._orphan_grace = orphan_grace
         self._process: asyncio.subprocess.Process | None = None
         self._exited = asyncio.Event()
         self._stopping = False
+        self._never_ran = False  # the guard could not execute the command
         self._stop_lock = asyncio.Lock()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -75,32 +89,98 @@ class Instance:
         Raises OSError when the command cannot be executed.
         """
         self.port = free_port()
-        env = {**os.environ, **self._env, "PORT": str(self.port)}
-        self._process = await asyncio.create_subprocess_exec(
-            *self._command,
+        env = {
+            **os.environ,
+            "HOST": DEFAULT_INSTANCE_HOST,
+            **self._env,
+            "PORT": str(self.port),
+        }
+        if not _GUARDED:
+            self._begin(await self._spawn(self._command, env))
+            self._pump_output()
+            self._announce(self.pid)
+            return
+        # The guard reports on a pipe whether it could execute the command, so
+        # a missing program is still an OSError here rather than an exit later.
+        status_read, status_write = os.pipe()
+        with open(status_read, "rb", buffering=0) as status:
+            try:
+                process = await self._spawn(
+                    [
+                        sys.executable,
+                        "-I",
+                        "-S",
+                        str(_ORPHAN_GUARD),
+                        str(os.getpid()),
+                        f"{self._orphan_grace:g}",
+                        str(status_write),
+                        "--",
+                        *self._command,
+                    ],
+                    env,
+                    pass_fds=(status_write,),
+                )
+            finally:
+                os.close(status_write)
+            # Watched from here on, so that a stop while the report is awaited
+            # finds a process it can signal and a watcher that notices its exit.
+            self._begin(process)
+            report = (await _read_pipe(status)).decode("utf-8", "surrogateescape")
+        # Its output is read once it has been announced, so that the log says
+        # "started" before the instance's first line.
+        outcome, _, detail = report.partition(" ")
+        if outcome == "started":
+            self._announce(int(detail))
+            self._pump_output()
+            return
+        self._pump_output()
+        self._stopping = self._never_ran = True  # the OSError below says it all
+        await self._exited.wait()
+        if outcome != "failed":  # the guard died before running the command
+            raise OSError(f"the orphan guard exited with code {self.returncode}")
+        errno, message, filename = detail.split("\n", 2)
+        raise OSError(int(errno), message, filename or None)
+
+    async def _spawn(
+        self, argv: Sequence[str], env: Mapping[str, str], pass_fds: Sequence[int] = ()
+    ) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *argv,
             env=env,
             cwd=self._cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
-        assert self._process.stdout is not None and self._process.stderr is not None
-        self._tasks = [
-            asyncio.create_task(self._pump(self._process.stdout, "stdout")),
-            asyncio.create_task(self._pump(self._process.stderr, "stderr")),
-            asyncio.create_task(self._watch()),
-        ]
+
+    def _begin(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self._tasks = [asyncio.create_task(self._watch())]
         self._client = httpx.AsyncClient(
             trust_env=False,
             timeout=httpx.Timeout(connect=5.0, read=300.0, write=300.0, pool=30.0),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        self.event(f"instance {self.id} started: pid {self._process.pid}, port {self.port}")
+
+    def _pump_output(self) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._tasks += [
+            asyncio.create_task(self._pump(self._process.stdout, "stdout")),
+            asyncio.create_task(self._pump(self._process.stderr, "stderr")),
+        ]
+
+    def _announce(self, command_pid: int | None) -> None:
+        self.event(f"instance {self.id} started: pid {command_pid}, port {self.port}")
 
     @property
     def pid(self) -> int | None:
-        """The process id (also the process group id), None before ``start``."""
+        """The process group id (its leader's pid), None before ``start``.
+
+        On Linux the leader is the orphan guard, which runs the command as its child.
+        """
         return self._process.pid if self._process else None
 
     @property
@@ -259,7 +339,20 @@ class Instance:
         code = await self._process.wait()
         self._exited.set()
         if self._stopping:
-            self.event(f"instance {self.id} stopped (exit code {code})")
+            if not self._never_ran:
+                self.event(f"instance {self.id} stopped (exit code {code})")
         else:
             self.event(f"instance {self.id} exited unexpectedly with code {code}")
             self._signal_group(signal.SIGKILL)
+
+
+async def _read_pipe(pipe: BinaryIO) -> bytes:
+    """Return everything written to ``pipe`` until its last writer closes it."""
+    reader = asyncio.StreamReader()
+    transport, _protocol = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), pipe
+    )
+    try:
+        return await reader.read()
+    finally:
+        transport.close()

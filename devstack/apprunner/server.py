@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -20,6 +22,31 @@ from devstack.apprunner.service import Service
 
 logger = logging.getLogger(__name__)
 
+# True in every task the stand-in starts (they copy the context of ``start``).
+_in_stand_in: ContextVar[bool] = ContextVar("in_apprunner_stand_in", default=False)
+
+
+class _DemoteInfoToDebug(logging.Filter):
+    """Turns a third-party logger's INFO records from inside the stand-in into DEBUG.
+
+    uvicorn logs its life cycle once per server ("Started server process",
+    "Shutting down", ...: one line per service plus one for the API) and httpx
+    one line per request (every health probe and every proxied request). The
+    stand-in logs its own start and stop once; these stay available at DEBUG.
+    Records from other code in the same process (another uvicorn app in a test
+    run, say) are left alone.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _in_stand_in.get():
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_DEMOTE = _DemoteInfoToDebug()
+_NOISY_LOGGERS = ("uvicorn.error", "httpx")
+
 
 class _EmbeddedServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to the stand-in (several run in one loop)."""
@@ -31,7 +58,11 @@ class _EmbeddedServer(uvicorn.Server):
 
 def _bind(host: str, port: int, what: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only
+    # when the socket's proto is IPPROTO_TCP. With proto 0 Nagle held the body
+    # of every proxied response (sent after its headers) until the client's
+    # delayed ACK: ~44 ms per request on a kept-alive connection instead of ~1 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -75,6 +106,16 @@ class StandIn:
         Returns without waiting for the services to become healthy. Raises
         OSError when a port is taken (nothing is left running then).
         """
+        for name in _NOISY_LOGGERS:
+            if _DEMOTE not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_DEMOTE)
+        token = _in_stand_in.set(True)
+        try:
+            await self._start()
+        finally:
+            _in_stand_in.reset(token)
+
+    async def _start(self) -> None:
         config = self.config
         self._sink = FanOutSink(
             [ConsoleSink(), FileSink(config.state_dir / "logs"), *self.extra_sinks]
@@ -113,6 +154,7 @@ class StandIn:
                 if task.done():
                     raise RuntimeError("an HTTP server of the stand-in failed to start")
             await asyncio.sleep(0.01)
+        logger.info("App Runner stand-in started (process %d)", os.getpid())
         logger.info("App Runner API listening on %s", self.endpoint_url)
         for service in self.services:
             logger.info("service %s: %s at http://%s", service.name, service.arn, service.url)

@@ -289,6 +289,7 @@ class Service:
                 env=self.config.env,
                 cwd=self.config.cwd,
                 sink=self._sink,
+                orphan_grace=self.config.stop_grace_seconds,
             )
             self._instances.add(candidate)
             try:

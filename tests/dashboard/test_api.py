@@ -233,3 +233,51 @@ def test_schema_is_served(client: Client, personas: Any, db: Any) -> None:
     paths = response.json()["paths"]
     assert "/api/models/{model}/environments/{environment}/promote" in paths
     assert "/api/deployments/{deployment_id}" in paths
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("get", "/api/nope", 404),
+        ("get", "/api/models/..%2F..%2Fetc/versions", 404),
+        ("put", "/api/models/iris/environments/staging/promote", 405),
+        ("delete", "/api/models", 405),
+    ],
+)
+def test_api_errors_are_json(
+    client: Client, registry: Any, personas: Any, method: str, path: str, status: int
+) -> None:
+    response = call(client, method, path, personas["viewer"])
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", ["", "[1, 2]", "null", '"x"'])
+def test_body_that_is_not_an_object(
+    client: Client, registry: Any, personas: Any, body: str
+) -> None:
+    response = call(
+        client,
+        "post",
+        "/api/models/iris/environments/staging/promote",
+        personas["deployer"],
+        body or "{}",
+    )
+    if body == "":
+        # an empty object: the version is what is missing
+        assert response.status_code == 400 and "version" in response.json()["detail"]
+    else:
+        assert response.status_code == 400
+        assert response.json()["detail"] == "the request body must be a JSON object"
+
+
+def test_rollback_body_is_optional(client: Client, registry: Any, personas: Any) -> None:
+    response = client.post(
+        "/api/models/iris/environments/staging/rollback",
+        data="",
+        content_type="application/json",
+        headers=token_headers(personas["deployer"]),
+    )
+    assert response.status_code == 400
+    assert "no earlier live version" in response.json()["detail"]

@@ -111,3 +111,88 @@ def test_no_second_deployment_while_one_is_in_flight(
     start(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
     with pytest.raises(DeploymentConflict):
         start(deploy_stack, personas["admin"], "1.0", django_capture_on_commit_callbacks)
+
+
+def _start_deployments(arn: str) -> list[str]:
+    return [
+        o.id for o in apprunner.list_operations(service_arn=arn) if o.type == "START_DEPLOYMENT"
+    ]
+
+
+def test_a_live_lease_is_not_taken_over(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.utils import timezone
+
+    deployment = start(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
+    # Another worker is running it right now (fresh heartbeat, its own lease).
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status="in_progress",
+        runner="other-worker",
+        heartbeat_at=timezone.now(),
+        started_at=timezone.now(),
+    )
+    deployment_execute(deployment_id=deployment.pk)  # e.g. a duplicate delivery
+    deployment.refresh_from_db()
+    assert deployment.status == "in_progress" and deployment.runner == "other-worker"
+    assert _start_deployments(deploy_stack["arn"]) == []
+
+
+def test_takeover_adopts_the_dead_workers_operation(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.utils import timezone
+
+    deployment = start(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
+    long_ago = timezone.now() - timezone.timedelta(minutes=10)
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status="in_progress",
+        runner="dead-worker",
+        heartbeat_at=long_ago,
+        started_at=timezone.now() - timezone.timedelta(seconds=2),
+    )
+    # The dead worker got as far as starting the App Runner deployment.
+    operation_id = apprunner.start_deployment(service_arn=deploy_stack["arn"])
+    deployment_execute(deployment_id=deployment.pk)
+    deployment.refresh_from_db()
+    assert deployment.status == "succeeded", deployment.error
+    assert deployment.operation_id == operation_id
+    assert _start_deployments(deploy_stack["arn"]) == [operation_id]  # no second deployment
+    assert any("adopted" in e.message for e in deployment.events.all())
+
+
+def test_a_worker_that_lost_its_lease_stops(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from dashboard.deployments import services
+
+    deployment = start(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
+    Deployment.objects.filter(pk=deployment.pk).update(status="in_progress", runner="mine")
+    deployment.refresh_from_db()
+    Deployment.objects.filter(pk=deployment.pk).update(runner="someone-else")
+    with pytest.raises(services._LostLease):
+        services._heartbeat(deployment)
+    assert services._finish(deployment, "failed", error="x", restore_pointer=True) is False
+    deployment.refresh_from_db()
+    assert deployment.status == "in_progress"
+    assert json.loads(ssm.get_parameter(name="/models/iris/staging") or "")["version"] == "1.1"
+
+
+def test_rollback_skips_redeployments_of_the_same_version(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from dashboard.deployments.services import rollback_target
+
+    for version in ("1.1", "1.1"):  # a promote, then a redeploy of the same version
+        d = start(deploy_stack, personas["deployer"], version, django_capture_on_commit_callbacks)
+        deployment_execute(deployment_id=d.pk)
+    environment = deploy_stack["environment"]
+    environment.refresh_from_db()
+    target = rollback_target(environment=environment)
+    assert target is not None and target[0] == "1.0"

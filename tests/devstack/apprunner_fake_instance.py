@@ -11,7 +11,8 @@ behaviour is read once at startup from the JSON file named by
     ignore_sigterm  keep running on SIGTERM (the stand-in must SIGKILL it)
     spawn_child     fork a long-sleeping child into the same process group
 
-Endpoints: /healthz, /readyz, /version, /slow?seconds=S, /hold?started=F&release=G
+Endpoints: /healthz, /readyz, /version (version, pid, child_pid, the port it
+listens on, $HOST), /slow?seconds=S, /hold?started=F&release=G
 (touch F, answer once G exists), /echo... (any method: echoes the request).
 
 Each instance writes its pid (and its child's) as files into ``$FAKE_PID_DIR``.
@@ -55,6 +56,10 @@ def ready() -> bool:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, the body would
+    # wait for the client's delayed ACK (~40 ms), which real servers (uvicorn)
+    # do not do, and which would hide the proxy's own latency.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep the stand-in's log to what the tests print on purpose
@@ -93,7 +98,16 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._answer(503, {"ready": False, "phase": "loading"})
         elif url.path == "/version":
-            self._answer(200, {"version": VERSION, "pid": os.getpid(), "child_pid": CHILD_PID})
+            self._answer(
+                200,
+                {
+                    "version": VERSION,
+                    "pid": os.getpid(),
+                    "child_pid": CHILD_PID,
+                    "port": self.server.server_address[1],
+                    "host_env": os.environ.get("HOST"),
+                },
+            )
         elif url.path == "/slow":
             time.sleep(float(parse_qs(url.query).get("seconds", ["1"])[0]))
             self._answer(200, {"version": VERSION, "slept": True})

@@ -23,7 +23,11 @@ import pytest
 
 from tests.e2e.conftest import LocalStack
 
-pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"),
+]
 
 MODEL = "iris"
 PART_BYTES = 5 * 1024 * 1024  # the stack's UPLOAD_PART_BYTES
@@ -105,6 +109,22 @@ def context(local_stack: LocalStack) -> Iterator[Any]:
             browser.close()
 
 
+# Records every value the progress bar and the stats line take, so the test
+# sees the live progress, not only the final state.
+PROGRESS_RECORDER = """
+window.__progress = {bar: [], stats: []};
+document.addEventListener("DOMContentLoaded", () => {
+  const bar = document.getElementById("upload-bar");
+  const stats = document.getElementById("upload-stats");
+  if (!bar || !stats) return;
+  new MutationObserver(() => window.__progress.bar.push(Number(bar.value)))
+    .observe(bar, {attributes: true, attributeFilter: ["value"]});
+  new MutationObserver(() => window.__progress.stats.push(stats.textContent))
+    .observe(stats, {childList: true, characterData: true, subtree: true});
+});
+"""
+
+
 def new_version() -> str:
     return f"e2e-{secrets.token_hex(4)}"
 
@@ -171,6 +191,7 @@ def test_upload_with_progress(
     local_stack: LocalStack, context: Any, api: httpx.Client, model_file: ModelFile
 ) -> None:
     page = sign_in(context, local_stack)
+    page.add_init_script(PROGRESS_RECORDER)
     open_upload_page(page, local_stack)
     puts: list[int] = []
     page.on(
@@ -187,10 +208,15 @@ def test_upload_with_progress(
     assert "being validated" in done.inner_text()
     assert done.locator("a").get_attribute("href") == f"/models/{MODEL}/versions/{version}/"
     assert page.eval_on_selector("#upload-bar", "bar => bar.value") == 100
-    stats = page.locator("#upload-stats").inner_text()
+    progress = page.evaluate("window.__progress")
+    assert progress["bar"] and progress["bar"] == sorted(progress["bar"]), progress["bar"]
+    assert progress["bar"][-1] == 100
     total = f"{model_file.size / 1e6:.1f} MB"
-    assert re.search(rf"{re.escape(total)} of {re.escape(total)} · [\d.]+ MB/s · .+ left", stats), (
-        stats
+    live = rf"^[\d.]+ MB of {re.escape(total)} · [\d.]+ MB/s · .+ left"
+    assert any(re.search(live, text) for text in progress["stats"]), progress["stats"]
+    assert re.fullmatch(
+        rf"{re.escape(total)} sent in \d+ s \([\d.]+ MB/s on average\)\.",
+        page.locator("#upload-stats").inner_text(),
     )
     assert sorted(puts) == list(range(1, model_file.part_count + 1))
     assert stored_upload(page, version) is None
@@ -312,6 +338,17 @@ def test_rejected_uploads_leave_nothing(
     assert "Version must" in error.inner_text()
     assert calls == []
     assert api.get(f"/models/{MODEL}/versions").json()["total"] == total
+    # The page's check only saves a round trip: the server refuses it too.
+    refused = api.post(
+        f"/models/{MODEL}/uploads",
+        json={
+            "version": "../x",
+            "filename": "model.pt",
+            "size": 10,
+            "input": {"shape": [4], "dtype": "float32"},
+        },
+    )
+    assert refused.status_code == 400 and "version" in refused.json()["detail"], refused.text
 
     # Other client-side checks: shape and metrics.
     fill_form(page, version=new_version(), file=model_file.path)
@@ -381,3 +418,60 @@ def test_cancel_aborts_the_upload(
     )
     assert again.status_code == 201, again.text
     assert api.delete(f"/models/{MODEL}/uploads/{again.json()['upload_id']}").status_code == 204
+
+
+EXPIRED = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+
+
+def test_expired_part_url_is_renewed_and_retried(
+    local_stack: LocalStack, context: Any, api: httpx.Client, model_file: ModelFile
+) -> None:
+    page = sign_in(context, local_stack)
+    open_upload_page(page, local_stack)
+    attempts: Counter[int] = Counter()
+    urls: dict[int, list[str]] = {}
+    refreshes: list[str] = []
+
+    def expire_part_two_once(route: Any) -> None:
+        request = route.request
+        if request.method != "PUT":
+            route.continue_()
+            return
+        number = part_number(request.url)
+        attempts[number] += 1
+        urls.setdefault(number, []).append(request.url)
+        if number == 2 and attempts[number] == 1:
+            # What S3 says for a presigned URL past its expiry; CORS headers
+            # so the page sees the 403 rather than a network error.
+            route.fulfill(
+                status=403,
+                headers={
+                    "Access-Control-Allow-Origin": local_stack.dashboard,
+                    "Content-Type": "application/xml",
+                },
+                body=EXPIRED,
+            )
+        else:
+            route.continue_()
+
+    page.route(f"{local_stack.aws}/**", expire_part_two_once)
+    page.on(
+        "request",
+        lambda r: (
+            refreshes.append(r.url)
+            if r.method == "GET" and re.search(r"/api/models/iris/uploads/[^/]+$", r.url)
+            else None
+        ),
+    )
+    version = new_version()
+    fill_form(page, version=version, file=model_file.path)
+    page.click("#upload-start")
+    page.locator("#upload-done").wait_for(state="visible", timeout=60_000)
+    assert page.locator("#upload-error").is_hidden()
+    assert attempts[2] == 2 and all(attempts[n] == 1 for n in attempts if n != 2), attempts
+    assert len(refreshes) == 1
+    # The retry used the freshly presigned URL.
+    assert urls[2][0] != urls[2][1]
+    row = find_version(api, version)
+    assert row is not None and row["status"] in {"validating", "valid"}, row
+    assert row["sha256"] == model_file.sha256

@@ -180,6 +180,7 @@
     const urls = new Map(plan.parts.map((p) => [p.part_number, p.url]));
     const doneBytes = plan.parts_done.reduce((sum, p) => sum + p.size, 0);
     const meter = progressMeter(size, doneBytes);
+    const started = performance.now();
     const ticker = setInterval(meter.render, 250);
     // Stops the other PUTs once one part has failed for good, and on Cancel.
     const stop = new AbortController();
@@ -236,6 +237,11 @@
         running.add(task);
       }
       await Promise.all(running);
+    } catch (error) {
+      // Only reading the file can fail here (e.g. it changed or vanished on
+      // disk); the PUTs in flight would be wasted.
+      stop.abort();
+      throw new Error(`Could not read ${file.name}: ${error.message}`);
     } finally {
       clearInterval(ticker);
       meter.render();
@@ -246,7 +252,12 @@
     ui.cancel.hidden = true; // too late to cancel: S3 is assembling the parts
     const parts = [...etags.entries()].sort((a, b) => a[0] - b[0])
       .map(([part_number, etag]) => ({ part_number, etag }));
-    return api("POST", `/${plan.upload_id}/complete`, { parts, sha256: hasher.digest("hex") });
+    const version = await api("POST", `/${plan.upload_id}/complete`,
+      { parts, sha256: hasher.digest("hex") });
+    const seconds = (performance.now() - started) / 1000;
+    ui.stats.textContent = `${mb(size - doneBytes)} sent in ${duration(seconds)} ` +
+      `(${mb((size - doneBytes) / seconds)}/s on average).`;
+    return version;
   }
 
   // --- Form --------------------------------------------------------------------
@@ -308,8 +319,9 @@
     if (sameFile(record, file)) {
       try {
         const plan = await api("GET", `/${record.upload_id}`);
+        // Parts S3 has are still read (for the checksum), not sent again.
         ui.note.textContent = `Resuming: ${plan.parts_done.length} of ${plan.part_count} ` +
-          "parts already uploaded.";
+          "parts already uploaded; re-reading them for the checksum.";
         return plan;
       } catch (error) {
         // Gone (404) or no longer open (409: completed or aborted): start over.

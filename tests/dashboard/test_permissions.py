@@ -1,0 +1,107 @@
+"""Every page URL, walked by every persona: the answer each role gets.
+
+anonymous -> sign-in redirect; outsider (signed in, no role) -> 403 on
+everything but their own settings; viewer reads; deployer also uploads,
+promotes, rolls back, refreshes and deletes; admin also the admin pages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from dashboard.deployments.models import Deployment
+from tests.conftest import publish
+from tests.dashboard.factories import make_environment
+
+PERSONAS = ["anonymous", "outsider", "viewer", "deployer", "admin", "superuser"]
+READ = {
+    "anonymous": 302,
+    "outsider": 403,
+    "viewer": 200,
+    "deployer": 200,
+    "admin": 200,
+    "superuser": 200,
+}
+DEPLOY_GET = {
+    "anonymous": 302,
+    "outsider": 403,
+    "viewer": 403,
+    "deployer": 200,
+    "admin": 200,
+    "superuser": 200,
+}
+DEPLOY_POST = {
+    "anonymous": 302,
+    "outsider": 403,
+    "viewer": 403,
+    "deployer": 302,
+    "admin": 302,
+    "superuser": 302,
+}
+SIGNED_IN = {
+    "anonymous": 302,
+    "outsider": 200,
+    "viewer": 200,
+    "deployer": 200,
+    "admin": 200,
+    "superuser": 200,
+}
+ADMIN = {
+    "anonymous": 302,
+    "outsider": 302,
+    "viewer": 302,
+    "deployer": 302,
+    "admin": 200,
+    "superuser": 200,
+}
+
+URLS = [
+    ("get", "/models/", READ),
+    ("get", "/models/iris/", READ),
+    ("get", "/models/iris/versions/1.0/", READ),
+    ("get", "/deployments/{deployment}/", READ),
+    ("get", "/models/iris/upload/", DEPLOY_GET),
+    ("get", "/upload/", DEPLOY_GET),
+    ("post", "/models/iris/refresh", DEPLOY_POST),
+    ("post", "/models/iris/environments/staging/promote", DEPLOY_POST),
+    ("post", "/models/iris/environments/staging/rollback", DEPLOY_POST),
+    ("post", "/models/iris/versions/2.0/delete", DEPLOY_POST),
+    ("get", "/settings/", SIGNED_IN),
+    ("get", "/admin/", ADMIN),
+    ("get", "/admin/deployments/environment/", ADMIN),
+]
+
+
+@pytest.fixture
+def world(aws: str, db: Any, tmp_path: Path, personas: Any) -> dict[str, Any]:
+    for version in ("1.0", "2.0"):
+        publish("iris", version, tmp_path)
+    environment = make_environment("iris", "staging")
+    deployment = Deployment.objects.create(
+        environment=environment, to_version="1.0", pointer={}, status="succeeded"
+    )
+    return {"deployment": deployment.pk}
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize(("method", "url", "expected"), URLS, ids=[f"{m} {u}" for m, u, _ in URLS])
+def test_every_url_by_persona(
+    world: dict[str, Any],
+    personas: Any,
+    persona: str,
+    method: str,
+    url: str,
+    expected: dict[str, int],
+) -> None:
+    client = Client()
+    if personas[persona] is not None:
+        client.force_login(personas[persona])
+    data = {"version": "1.0", "confirm": "nope"} if method == "post" else None
+    response = getattr(client, method)(url.format(**world), data)
+    assert response.status_code == expected[persona], (persona, url, response.status_code)
+    if expected[persona] == 302 and persona == "anonymous":
+        assert "/login/" in response["Location"]
