@@ -88,14 +88,14 @@ def settings_page(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Give the token a name of 1 to 100 characters.")
         else:
             _, new_key = token_create(user=request.user, name=name)
-    tokens = ApiToken.objects.filter(user_id=request.user.pk)
+    tokens = ApiToken.objects.filter(user_id=int(request.user.pk or 0))
     return render(request, "accounts/settings.html", {"tokens": tokens, "new_key": new_key})
 
 
 @require_POST
 @login_required
 def token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
-    token = ApiToken.objects.filter(pk=token_id, user_id=request.user.pk).first()
+    token = ApiToken.objects.filter(pk=token_id, user_id=int(request.user.pk or 0)).first()
     if token is None:
         raise Http404("no such token of yours")
     token_revoke(token=token)
