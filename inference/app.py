@@ -200,7 +200,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["probes"], responses={503: {"model": NotReady}})
-    async def readyz(service: ServiceDep) -> Response:
+    async def readyz() -> Response:
         """Answer 200 once the model is loaded, verified and warmed up; else 503 with why."""
         ready = service.ready()
         if ready is None:
@@ -216,7 +216,7 @@ def create_app(settings: Settings) -> FastAPI:
         response_model=VersionResponse,
         responses={503: {"model": NotReady}},
     )
-    async def version(service: ServiceDep) -> Response:
+    async def version() -> Response:
         """Describe the loaded model: name, version, SHA-256, format, load time."""
         ready = service.ready()
         if ready is None:
@@ -235,7 +235,7 @@ def create_app(settings: Settings) -> FastAPI:
             }
         },
     )
-    async def predict(request: Request, service: ServiceDep) -> Response:
+    async def predict(request: Request) -> Response:
         """Run the model on ``inputs``; concurrent requests share forward passes."""
         if not service.api_keys.allows(request.headers.get("authorization")):
             return _error(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
@@ -270,7 +270,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(content=model_prefix(model) + outputs + b"}", media_type="application/json")
 
     @app.get("/metrics", tags=["probes"], response_class=Response)
-    async def metrics(service: ServiceDep) -> Response:
+    async def metrics() -> Response:
         """Prometheus text exposition of the instance's metrics."""
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -15,7 +15,9 @@ from dashboard.deployments.selectors import environment_list, environment_states
 from dashboard.registry.names import validate_model_name
 from dashboard.registry.selectors import model_exists, model_list, version_as_dict, version_page
 from dashboard.registry.uploads import (
-    upload_abort,
+    upload_cancel as cancel_upload,
+)
+from dashboard.registry.uploads import (
     upload_complete,
     upload_get,
     upload_resume,
@@ -259,5 +261,5 @@ def upload_finish(
 def upload_cancel(request: HttpRequest, model: str, upload_id: str) -> Status[None]:
     api_require_role(request, DEPLOYER)
     validate_model_name(model)
-    upload_abort(upload=upload_get(model=model, upload_id=upload_id))
+    cancel_upload(upload=upload_get(model=model, upload_id=upload_id), user=request.user)
     return Status(204, None)

@@ -56,6 +56,10 @@ class UploadNotFound(UploadError):
     status = 404
 
 
+class UploadForbidden(UploadError):
+    status = 403
+
+
 @dataclass(frozen=True)
 class UploadPlan:
     upload: Upload
@@ -259,7 +263,19 @@ def upload_complete(
             bucket=bucket, key=upload.key, upload_id=upload.upload_id, parts=parts
         )
     except AwsError as exc:
-        if exc.code in {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload"}:
+        if exc.code == "NoSuchUpload":
+            # S3 no longer has it (aborted by a lifecycle rule or by hand):
+            # release the version name so the client can start over.
+            with transaction.atomic():
+                _finish(upload, Upload.State.ABORTED)
+                if upload.version_id is not None:
+                    ModelVersion.objects.filter(
+                        pk=upload.version_id, status=ModelVersion.Status.UPLOADING
+                    ).delete()
+            raise UploadConflict(
+                "S3 no longer has this upload (it was aborted); start the upload again"
+            ) from exc
+        if exc.code in {"InvalidPart", "InvalidPartOrder", "EntityTooSmall"}:
             raise UploadError(f"S3 refused the parts: {exc}") from exc
         raise
     head = s3.head_object(bucket=bucket, key=upload.key, version_id=version_id)
@@ -316,8 +332,17 @@ def _finish(upload: Upload, state: str) -> None:
     Upload.objects.filter(pk=upload.pk).update(state=state, finished_at=timezone.now())
 
 
+def upload_cancel(*, upload: Upload, user: Any) -> None:
+    """A user cancels: only the one who started it, or an admin."""
+    from dashboard.accounts.roles import ADMIN, user_has_role
+
+    if upload.created_by_id != user.pk and not user_has_role(user, ADMIN):
+        raise UploadForbidden("only the user who started this upload, or an admin, may cancel it")
+    upload_abort(upload=upload)
+
+
 def upload_abort(*, upload: Upload) -> None:
-    """Cancel: abort the S3 upload (freeing its parts) and release the name."""
+    """Abort the S3 upload (freeing its parts) and release the name."""
     if upload.state != Upload.State.ACTIVE:
         raise UploadConflict(f"the upload is {upload.state}")
     s3.abort_multipart_upload(

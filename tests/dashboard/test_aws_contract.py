@@ -313,3 +313,123 @@ def test_apprunner_get_operation_searches_pages() -> None:
         "list_operations", {"OperationSummaryList": []}, {"ServiceArn": ARN, "MaxResults": 20}
     )
     assert apprunner.get_operation(service_arn=ARN, operation_id=MISSING) is None
+
+
+UPLOAD_ID = "2~abcdefghijklmnopqrstuvwxyz"
+
+
+def test_s3_multipart_calls() -> None:
+    stubber = stub("s3")
+    stubber.add_response(
+        "create_multipart_upload",
+        {"UploadId": UPLOAD_ID, "Bucket": "b", "Key": "k"},
+        {"Bucket": "b", "Key": "k", "ContentType": "application/octet-stream"},
+    )
+    stubber.add_response(
+        "list_parts",
+        {
+            "Parts": [{"PartNumber": 1, "ETag": '"e1"', "Size": 5}],
+            "IsTruncated": True,
+            "NextPartNumberMarker": 1,
+        },
+        {"Bucket": "b", "Key": "k", "UploadId": UPLOAD_ID, "PartNumberMarker": 0},
+    )
+    stubber.add_response(
+        "list_parts",
+        {"Parts": [{"PartNumber": 2, "ETag": '"e2"', "Size": 3}], "IsTruncated": False},
+        {"Bucket": "b", "Key": "k", "UploadId": UPLOAD_ID, "PartNumberMarker": 1},
+    )
+    stubber.add_response(
+        "complete_multipart_upload",
+        {"VersionId": "v9", "Bucket": "b", "Key": "k"},
+        {
+            "Bucket": "b",
+            "Key": "k",
+            "UploadId": UPLOAD_ID,
+            "MultipartUpload": {
+                "Parts": [{"PartNumber": 1, "ETag": '"e1"'}, {"PartNumber": 2, "ETag": '"e2"'}]
+            },
+        },
+    )
+    stubber.add_response(
+        "abort_multipart_upload", {}, {"Bucket": "b", "Key": "k", "UploadId": UPLOAD_ID}
+    )
+    stubber.add_client_error(
+        "abort_multipart_upload",
+        "NoSuchUpload",
+        "gone",
+        404,
+        expected_params={"Bucket": "b", "Key": "k", "UploadId": UPLOAD_ID},
+    )
+    stubber.add_response(
+        "list_multipart_uploads",
+        {
+            "Uploads": [{"Key": "models/a/1/m.pt", "UploadId": UPLOAD_ID, "Initiated": NOW}],
+            "IsTruncated": False,
+        },
+        {"Bucket": "b", "Prefix": "models/"},
+    )
+    assert (
+        s3.create_multipart_upload(bucket="b", key="k", content_type="application/octet-stream")
+        == UPLOAD_ID
+    )
+    assert [p.part_number for p in s3.list_parts(bucket="b", key="k", upload_id=UPLOAD_ID)] == [
+        1,
+        2,
+    ]
+    assert (
+        s3.complete_multipart_upload(
+            bucket="b", key="k", upload_id=UPLOAD_ID, parts=[(1, '"e1"'), (2, '"e2"')]
+        )
+        == "v9"
+    )
+    s3.abort_multipart_upload(bucket="b", key="k", upload_id=UPLOAD_ID)
+    s3.abort_multipart_upload(bucket="b", key="k", upload_id=UPLOAD_ID)  # already gone: fine
+    assert [u.upload_id for u in s3.iter_multipart_uploads(bucket="b", prefix="models/")] == [
+        UPLOAD_ID
+    ]
+    stubber.assert_no_pending_responses()
+
+
+def test_s3_presigned_part_url_is_sigv4_and_expires() -> None:
+    url = s3.presign_upload_part(
+        bucket="b", key="models/m/1/model.pt", upload_id=UPLOAD_ID, part_number=3, expires_in=600
+    )
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=600" in url
+    assert "partNumber=3" in url and "uploadId=" in url
+
+
+def test_s3_get_object_pinned_version_for_validation(tmp_path: Any) -> None:
+    from dashboard.registry.validation import hash_version
+
+    stubber = stub("s3")
+    body = b"model bytes"
+    stubber.add_response(
+        "get_object",
+        {"Body": StreamingBody(io.BytesIO(body), len(body)), "ContentLength": len(body)},
+        {"Bucket": "b", "Key": "k", "VersionId": "v1"},
+    )
+    result = hash_version(bucket="b", key="k", s3_version_id="v1")
+    assert result.ok and result.size == len(body)
+
+
+def test_apprunner_list_operations() -> None:
+    stubber = stub("apprunner")
+    stubber.add_response(
+        "list_operations",
+        {
+            "OperationSummaryList": [
+                {
+                    "Id": OP1,
+                    "Type": "START_DEPLOYMENT",
+                    "Status": "IN_PROGRESS",
+                    "TargetArn": ARN,
+                    "StartedAt": NOW,
+                    "UpdatedAt": NOW,
+                }
+            ]
+        },
+        {"ServiceArn": ARN, "MaxResults": 20},
+    )
+    [operation] = apprunner.list_operations(service_arn=ARN)
+    assert (operation.id, operation.type, operation.active) == (OP1, "START_DEPLOYMENT", True)

@@ -296,3 +296,42 @@ def test_abandoned_uploads_are_aborted(
     assert not ModelVersion.objects.filter(version="1.0").exists()
     left = [u.upload_id for u in s3.iter_multipart_uploads(bucket="test-models", prefix="models/")]
     assert left == [fresh["upload_id"]]
+
+
+def test_only_the_uploader_or_an_admin_may_cancel(client: Client, aws: str, personas: Any) -> None:
+    from django.contrib.auth import get_user_model
+
+    from dashboard.accounts.services import user_set_role
+
+    other = get_user_model().objects.create_user(username="deployer2", password="x")
+    user_set_role(user=other, role="deployer")
+    plan = start(client, personas["deployer"], b"q" * 100).json()
+    path = f"iris/uploads/{plan['upload_id']}"
+    assert api(client, "delete", path, other).status_code == 403
+    assert api(client, "delete", path, personas["admin"]).status_code == 204
+
+
+def test_upload_aborted_behind_our_back_releases_the_name(
+    client: Client, aws: str, personas: Any
+) -> None:
+    from botocore.stub import Stubber
+
+    from dashboard.aws.clients import client as aws_client
+
+    data = b"w" * 1000
+    plan = start(client, personas["deployer"], data).json()
+    parts = put_parts(plan, data)
+    # Real S3 answers 404 NoSuchUpload here (moto answers 500), so this one
+    # answer comes from botocore's Stubber, checked against S3's model.
+    with Stubber(aws_client("s3")) as stubber:
+        stubber.add_client_error("complete_multipart_upload", "NoSuchUpload", "gone", 404)
+        done = api(
+            client,
+            "post",
+            f"iris/uploads/{plan['upload_id']}/complete",
+            personas["deployer"],
+            {"parts": parts, "sha256": hashlib.sha256(data).hexdigest()},
+        )
+    assert done.status_code == 409 and "start the upload again" in done.json()["detail"]
+    assert not ModelVersion.objects.exists()
+    assert Upload.objects.get().state == "aborted"
