@@ -25,7 +25,7 @@ _KEPT_LINES = 20
 _PROBE_TIMEOUT_SECONDS = 5.0
 _ORPHAN_GUARD = Path(__file__).with_name("orphan_guard.py")
 # PR_SET_PDEATHSIG, which the guard relies on, is Linux only.
-_GUARDED = sys.platform == "linux"
+_GUARDED = False
 # Where an instance listens unless its service's env says otherwise: App Runner
 # is the only way in, so a local instance has no business on other interfaces.
 DEFAULT_INSTANCE_HOST = "127.0.0.1"

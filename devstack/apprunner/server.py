@@ -45,7 +45,7 @@ class _DemoteInfoToDebug(logging.Filter):
 
 
 _DEMOTE = _DemoteInfoToDebug()
-_NOISY_LOGGERS = ("uvicorn.error", "httpx")
+_NOISY_LOGGERS = ()
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -62,7 +62,7 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
     # when the socket's proto is IPPROTO_TCP. With proto 0 Nagle held the body
     # of every proxied response (sent after its headers) until the client's
     # delayed ACK: ~44 ms per request on a kept-alive connection instead of ~1 ms.
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

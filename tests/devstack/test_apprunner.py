@@ -616,6 +616,23 @@ def test_proxy_adds_little_latency_to_small_requests_on_a_kept_alive_connection(
 # -- logs and processes ----------------------------------------------------------------
 
 
+def test_instances_listen_on_loopback_unless_the_service_env_sets_host(
+    start_stack: StackStarter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOST", "devbox.example")  # some shells export their host name
+    everywhere = fake_service(tmp_path, "svc-two")
+    everywhere["env"] = {**everywhere["env"], "HOST": "0.0.0.0"}
+    stack = start_stack(fake_service(tmp_path, "svc-one"), everywhere)
+    for name in ("svc-one", "svc-two"):
+        assert stack.wait_settled(name)["Status"] == "RUNNING"
+
+    assert stack.get("svc-one", "/version").json()["host_env"] == "127.0.0.1"
+    assert stack.get("svc-two", "/version").json()["host_env"] == "0.0.0.0"
+    image = stack.describe("svc-one")["SourceConfiguration"]["ImageRepository"]
+    assert "HOST" not in image["ImageConfiguration"]["RuntimeEnvironmentVariables"]
+
+
+
 def test_instance_output_is_prefixed_and_appended_to_the_service_log(stack: Stack) -> None:
     [started] = [line for line in stack.service_log("svc-one") if " started: pid " in line]
     match = re.fullmatch(r"instance (\w+) started: pid (\d+), port (\d+)", started)

@@ -170,6 +170,36 @@ def test_the_command_serves_until_signalled_and_leaves_no_process(
     stand_in.wait_for_line(r"App Runner stand-in stopped")
     log = (tmp_path / "state" / "logs" / "svc-two.log").read_text()
     assert "ignored SIGTERM" in log
+    # One line each for the whole stand-in, not one per HTTP server (API + 2 services),
+    # and no line per health probe or proxied request.
+    output = stand_in.seen
+    assert sum("App Runner stand-in started" in line for line in output) == 1, output
+    assert not [line for line in output if "server process" in line], output
+    assert not [line for line in output if "Shutting down" in line], output
+    assert not [line for line in output if "HTTP Request:" in line], output
+
+
+def test_instances_do_not_outlive_a_killed_stand_in(
+    tmp_path: Path, launch: Callable[..., StandInProcess]
+) -> None:
+    config = write_config(
+        tmp_path,
+        [
+            fake_service(tmp_path, "svc-one", spawn_child=True),
+            fake_service(tmp_path, "svc-two", ignore_sigterm=True),
+        ],
+    )
+    stand_in = launch(config, "--port", "0")
+    for name in ("svc-one", "svc-two"):
+        stand_in.wait_for_line(rf"\[{name}\] CREATE_SERVICE \S+ succeeded")
+    pids = {int(p.name) for p in (tmp_path / "pids").iterdir()}
+    assert len(pids) == 3 and all(process_alive(pid) for pid in pids)
+
+    stand_in.process.kill()  # SIGKILL: no handler of the stand-in runs
+    stand_in.process.wait()
+
+    # Both the child an instance forked and an instance ignoring SIGTERM included.
+    eventually(lambda: not any(process_alive(pid) for pid in pids), "every instance to be gone")
 
 
 def test_a_bad_configuration_is_refused_with_its_reason(
