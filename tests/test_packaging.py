@@ -1,0 +1,83 @@
+"""The container files, checked as far as this machine allows (no Docker
+engine here): they parse, and everything they name exists."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from devstack.apprunner.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined."""
+    text = (ROOT / dockerfile).read_text()
+    text = re.sub(r"\\\n", " ", text)
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+def final_stage(dockerfile: str) -> list[tuple[str, str]]:
+    items = instructions(dockerfile)
+    last_from = max(i for i, (word, _) in enumerate(items) if word == "FROM")
+    return items[last_from:]
+
+
+def test_dockerfiles_run_as_non_root_with_a_healthcheck() -> None:
+    for name in ("Dockerfile.dashboard", "Dockerfile.inference"):
+        stage = final_stage(name)
+        words = [w for w, _ in stage]
+        users = [arg for w, arg in stage if w == "USER"]
+        assert users and users[-1] not in {"root", "0"}, name
+        assert "HEALTHCHECK" in words and "CMD" in words, name
+        froms = [arg for w, arg in instructions(name) if w == "FROM"]
+        assert len(froms) >= 2, f"{name} should be multi-stage"
+
+
+def test_torch_is_the_pinned_cpu_build() -> None:
+    for name in ("Dockerfile.dashboard", "Dockerfile.inference"):
+        runs = " ".join(arg for w, arg in instructions(name) if w == "RUN")
+        assert "download.pytorch.org/whl/cpu torch==2.13.0" in runs, name
+
+
+def test_no_model_is_copied_into_the_inference_image_by_default() -> None:
+    copies = [arg for w, arg in instructions("Dockerfile.inference") if w == "COPY"]
+    assert not any(arg.endswith((".pt", ".pt2")) for arg in copies)
+    assert 'ARG BAKED_MODEL=""' in (ROOT / "Dockerfile.inference").read_text()
+
+
+def test_compose_services_reference_real_things() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "aws", "apprunner", "dashboard", "worker", "beat"} <= set(services)
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
+        for dependency in service.get("depends_on", {}) or {}:
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+        command = service.get("command")
+        if isinstance(command, list):
+            text = " ".join(command)
+            for module in re.findall(r"-m (\S+)", text):
+                path = ROOT / module.replace(".", "/")
+                assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), module
+            for management in re.findall(r"manage\.py (\w+)", text):
+                found = list(ROOT.glob(f"dashboard/*/management/commands/{management}.py"))
+                assert found or management in {"migrate"}, management
+
+
+def test_compose_apprunner_config_is_valid() -> None:
+    config = parse_config(json.loads((ROOT / "devstack" / "compose-apprunner.json").read_text()))
+    assert {s.name for s in config.services} == {"iris-production", "iris-staging"}
+    assert all(s.health_check_path == "/readyz" for s in config.services)
