@@ -41,7 +41,9 @@ def fail(response: httpx.Response) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("model")
     parser.add_argument("version")
     parser.add_argument("file", type=Path)
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     token = os.environ.get("MODELDECK_TOKEN")
     if not token:
-        sys.exit("set MODELDECK_TOKEN to an API token (Settings page, or manage.py create_api_token)")
+        sys.exit(
+            "set MODELDECK_TOKEN to an API token (Settings page, or manage.py create_api_token)"
+        )
     headers = {"Authorization": f"Token {token}"}
     size = args.file.stat().st_size
     metrics = {}

@@ -113,18 +113,39 @@ def test_ci_upload_tool_publishes_a_valid_version(local_stack: LocalStack, tmp_p
     from pathlib import Path
 
     demo = sorted((local_stack.state_dir / "demo-model").glob("*/model.pt"))[-1]
-    env = {**os.environ, "MODELDECK_URL": local_stack.dashboard,
-           "MODELDECK_TOKEN": local_stack.api_token("deployer")}
+    env = {
+        **os.environ,
+        "MODELDECK_URL": local_stack.dashboard,
+        "MODELDECK_TOKEN": local_stack.api_token("deployer"),
+    }
     tool = Path(__file__).resolve().parents[2] / "tools" / "modeldeck_upload.py"
     result = subprocess.run(
-        [sys.executable, str(tool), "iris", "from-ci-1", str(demo), "--shape", "4",
-         "--metric", "accuracy=0.9", "--notes", "from the CI tool", "--wait"],
-        env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(tool),
+            "iris",
+            "from-ci-1",
+            str(demo),
+            "--shape",
+            "4",
+            "--metric",
+            "accuracy=0.9",
+            "--notes",
+            "from the CI tool",
+            "--wait",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "from-ci-1: valid" in result.stdout
     again = subprocess.run(
         [sys.executable, str(tool), "iris", "from-ci-1", str(demo), "--shape", "4"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert again.returncode != 0 and "already exists" in again.stderr
