@@ -25,7 +25,7 @@ _KEPT_LINES = 20
 _PROBE_TIMEOUT_SECONDS = 5.0
 _ORPHAN_GUARD = Path(__file__).with_name("orphan_guard.py")
 # PR_SET_PDEATHSIG, which the guard relies on, is Linux only.
-_GUARDED = False
+_GUARDED = sys.platform == "linux"
 # Where an instance listens unless its service's env says otherwise: App Runner
 # is the only way in, so a local instance has no business on other interfaces.
 DEFAULT_INSTANCE_HOST = "127.0.0.1"
@@ -73,6 +73,9 @@ class Instance:
         self._exited = asyncio.Event()
         self._stopping = False
         self._never_ran = False  # the guard could not execute the command
+        # Set once ``start`` knows whether the command runs: until then an exit
+        # of the process is not yet news (it may be the guard failing to exec).
+        self._launched = asyncio.Event()
         self._stop_lock = asyncio.Lock()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -95,11 +98,17 @@ class Instance:
             **self._env,
             "PORT": str(self.port),
         }
-        if not _GUARDED:
-            self._begin(await self._spawn(self._command, env))
-            self._pump_output()
-            self._announce(self.pid)
-            return
+        try:
+            if _GUARDED:
+                await self._start_guarded(env)
+            else:
+                self._begin(await self._spawn(self._command, env))
+                self._announce(self.pid)
+                self._pump_output()
+        finally:
+            self._launched.set()
+
+    async def _start_guarded(self, env: Mapping[str, str]) -> None:
         # The guard reports on a pipe whether it could execute the command, so
         # a missing program is still an OSError here rather than an exit later.
         status_read, status_write = os.pipe()
@@ -126,10 +135,10 @@ class Instance:
             # finds a process it can signal and a watcher that notices its exit.
             self._begin(process)
             report = (await _read_pipe(status)).decode("utf-8", "surrogateescape")
-        # Its output is read once it has been announced, so that the log says
-        # "started" before the instance's first line.
         outcome, _, detail = report.partition(" ")
         if outcome == "started":
+            # Output is read from now on, so the log says "started" before the
+            # instance's first line.
             self._announce(int(detail))
             self._pump_output()
             return
@@ -338,6 +347,7 @@ class Instance:
         assert self._process is not None
         code = await self._process.wait()
         self._exited.set()
+        await self._launched.wait()
         if self._stopping:
             if not self._never_ran:
                 self.event(f"instance {self.id} stopped (exit code {code})")

@@ -45,7 +45,7 @@ class _DemoteInfoToDebug(logging.Filter):
 
 
 _DEMOTE = _DemoteInfoToDebug()
-_NOISY_LOGGERS = ()
+_NOISY_LOGGERS = ("uvicorn.error", "httpx")
 
 
 class _EmbeddedServer(uvicorn.Server):

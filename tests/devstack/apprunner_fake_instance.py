@@ -104,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
                     "version": VERSION,
                     "pid": os.getpid(),
                     "child_pid": CHILD_PID,
-                    "port": self.server.server_address[1],
+                    "port": int(os.environ["PORT"]),
                     "host_env": os.environ.get("HOST"),
                 },
             )

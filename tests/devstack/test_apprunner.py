@@ -632,7 +632,6 @@ def test_instances_listen_on_loopback_unless_the_service_env_sets_host(
     assert "HOST" not in image["ImageConfiguration"]["RuntimeEnvironmentVariables"]
 
 
-
 def test_instance_output_is_prefixed_and_appended_to_the_service_log(stack: Stack) -> None:
     [started] = [line for line in stack.service_log("svc-one") if " started: pid " in line]
     match = re.fullmatch(r"instance (\w+) started: pid (\d+), port (\d+)", started)
@@ -950,7 +949,13 @@ def test_command_that_cannot_run_fails_the_creation_with_the_reason(
 
     assert stack.wait_settled("svc-one")["Status"] == "CREATE_FAILED"
     assert stack.operations("svc-one")[0]["Status"] == "FAILED"
-    assert any(f"cannot start {missing} --flag" in m for m in stack.service_log("svc-one"))
+    assert any(
+        f"cannot start {missing} --flag: [Errno 2] No such file or directory" in m
+        for m in stack.service_log("svc-one")
+    ), stack.service_log("svc-one")
+    # It never ran, so there is no instance to report as started or exited.
+    assert not any(" started: pid " in m for m in stack.service_log("svc-one"))
+    assert not any("exited unexpectedly" in m for m in stack.service_log("svc-one"))
     assert stack.get("svc-one", "/").status_code == 503
 
 

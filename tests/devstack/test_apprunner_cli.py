@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -60,7 +61,17 @@ class StandInProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """Kill the process if it still runs (SIGKILL skips its cleanup) and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._reader.join(PATIENCE_SECONDS)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -96,9 +107,7 @@ def launch() -> Iterator[Callable[..., StandInProcess]]:
 
     yield start
     for stand_in in started:
-        if stand_in.process.poll() is None:
-            stand_in.process.kill()  # the test failed midway; SIGKILL skips our cleanup
-            stand_in.process.wait()
+        stand_in.close()
 
 
 def write_config(tmp_path: Path, services: list[dict[str, Any]]) -> Path:
@@ -170,6 +179,9 @@ def test_the_command_serves_until_signalled_and_leaves_no_process(
     stand_in.wait_for_line(r"App Runner stand-in stopped")
     log = (tmp_path / "state" / "logs" / "svc-two.log").read_text()
     assert "ignored SIGTERM" in log
+    # The instance's own exit is reported (not that of the process leading its group).
+    log = (tmp_path / "state" / "logs" / "svc-one.log").read_text()
+    assert "stopped (exit code -15)" in log
     # One line each for the whole stand-in, not one per HTTP server (API + 2 services),
     # and no line per health probe or proxied request.
     output = stand_in.seen
@@ -198,8 +210,13 @@ def test_instances_do_not_outlive_a_killed_stand_in(
     stand_in.process.kill()  # SIGKILL: no handler of the stand-in runs
     stand_in.process.wait()
 
-    # Both the child an instance forked and an instance ignoring SIGTERM included.
-    eventually(lambda: not any(process_alive(pid) for pid in pids), "every instance to be gone")
+    try:
+        # Both the child an instance forked and an instance ignoring SIGTERM included.
+        eventually(lambda: not any(process_alive(pid) for pid in pids), "every instance to be gone")
+    finally:
+        for pid in pids:  # a failure must not leave them to the next test run
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_bad_configuration_is_refused_with_its_reason(
