@@ -173,11 +173,17 @@ class Stack:
 
     # --- processes -------------------------------------------------------------
 
-    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Service:
         log = self.root / f"{name}.log"
         popen = subprocess.Popen(
             command,
-            cwd=REPO,
+            cwd=cwd or REPO,
             env=env or self.env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -266,21 +272,22 @@ class Stack:
             config=Config(s3={"addressing_style": "path"}, max_pool_connections=32),
         )
 
-    def migrate(self) -> None:
+    def migrate(self, env: dict[str, str] | None = None) -> None:
         subprocess.run(
             [PYTHON, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             check=True,
         )
 
-    def django(self, *args: str, timeout: float = 600) -> Any:
-        """Run ``bench/_registry_django.py ARGS`` with the dashboard's settings;
-        return the JSON it prints on its last line."""
+    def django(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Any:
+        """Run ``bench/_registry_django.py ARGS`` with the dashboard's settings
+        (``env`` overrides the stack's environment); return the JSON it prints
+        on its last line."""
         result = subprocess.run(
             [PYTHON, str(REPO / "bench" / "_registry_django.py"), *args],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

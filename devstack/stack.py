@@ -140,7 +140,13 @@ class Supervisor:
         while not self.stopping.is_set():
             for process in self.processes:
                 if process.popen is not None and process.popen.poll() is not None:
-                    self.say("stack", f"{process.name} exited ({process.popen.returncode})")
+                    self.say(
+                        "stack",
+                        f"{process.name} exited unexpectedly (exit code "
+                        f"{process.popen.returncode}); the stack cannot work without it, so "
+                        "everything stops now. Its last lines are above; `make run` starts "
+                        "it all again (the database and demo model are kept).",
+                    )
                     return 1
             self.stopping.wait(0.5)
         return 0

@@ -1,41 +1,46 @@
-"""The FastAPI application: endpoints, request logging and the service's lifecycle.
+"""The FastAPI application: endpoints and the service's lifecycle.
 
 ``create_app(settings)`` builds an app whose lifespan starts the background
 startup (pointer, download, verification, load, warm-up) without waiting for
 it, so ``/healthz`` answers as soon as the port is open, and on shutdown lets
 queued predictions finish before the process exits.
+
+``POST /predict`` and ``GET /healthz`` are answered by :class:`~inference.front.FrontDoor`
+(the outermost ASGI layer) without going through FastAPI's routing; FastAPI
+still declares them, which is where the OpenAPI document comes from, and its
+``/predict`` route runs the same :meth:`Service.predict`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
 import orjson
 import torch
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from inference.auth import ApiKeys
 from inference.batching import Batcher, ForwardFailed, Overloaded, ShuttingDown
 from inference.config import Settings
-from inference.metrics import KNOWN_PATHS, Metrics
+from inference.front import HEALTHZ_BODY, FrontDoor
+from inference.metrics import Metrics
 from inference.startup import Startup
 from inference.state import LoadedModel, ModelState, Phase, Status
 from inference.validation import InputError, body_may_contain_booleans, parse_json, to_batch
 
 logger = logging.getLogger(__name__)
-access_logger = logging.getLogger("inference.access")
 
 # Below this size parsing and validating on the event loop is cheaper than a thread
 # hop; above it, the work moves off the loop so probes are not held up by it.
@@ -90,6 +95,45 @@ class Service:
             # runs torch in this process (tests run several apps in one).
             torch.set_num_threads(self._previous_torch_threads)
 
+    async def predict(
+        self, authorization: str | None, content_length: str | None, receive: Receive
+    ) -> Answer:
+        """Answer one ``POST /predict`` whose body is read from ``receive``.
+
+        Checks in the documented order: key, readiness, body size, JSON and
+        validation, queue, forward. Raises ClientDisconnect when the client goes
+        away before its body has arrived.
+        """
+        if not self.api_keys.allows(authorization):
+            return _error(401, "missing or invalid API key", _BEARER_CHALLENGE)
+        ready = self.ready()
+        if ready is None:
+            return _not_ready(self.state.status)
+        model, batcher = ready
+        limit = self.settings.max_body_bytes
+        if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+            return _error(413, f"request body exceeds {limit} bytes")
+        body = await _read_limited(receive, limit)
+        if body is None:
+            return _error(413, f"request body exceeds {limit} bytes")
+        max_examples = self.settings.max_batch_size
+        try:
+            if len(body) <= _INLINE_BODY_BYTES:
+                batch = _validate(body, model, max_examples)
+            else:
+                batch = await anyio.to_thread.run_sync(_validate, body, model, max_examples)
+        except InputError as exc:
+            return _error(422, str(exc))
+        try:
+            outputs = await batcher.submit(batch)
+        except Overloaded:
+            return _unavailable("overloaded", "too many requests are waiting for the model")
+        except ShuttingDown:
+            return _unavailable("shutting_down", "the instance is shutting down")
+        except ForwardFailed as exc:
+            return _error(500, f"model forward failed: {exc}")
+        return Answer(200, model_prefix(model) + outputs + b"}")
+
     def _on_ready(self, model: LoadedModel) -> None:
         s = self.settings
         batcher = Batcher(
@@ -113,13 +157,18 @@ class Service:
         self.state.ready(model)
 
 
-def get_service(request: Request) -> Service:
-    """Return the app's Service (a FastAPI dependency)."""
-    service: Service = request.app.state.service
-    return service
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete HTTP answer with a JSON body; ``headers`` are added to the content type."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+_BEARER_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
+_RETRY_SOON = ((b"retry-after", b"5"),)
+_RETRY_NOW = ((b"retry-after", b"1"),)
 
 
 class PredictRequest(BaseModel):
@@ -192,19 +241,19 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(RequestLogMiddleware, metrics=service.metrics)
+    app.add_middleware(FrontDoor, service=service)
 
     @app.get("/healthz", tags=["probes"])
-    async def healthz() -> dict[str, str]:
+    async def healthz() -> Response:
         """Answer 200 while the process is up, whatever the model's state."""
-        return {"status": "ok"}
+        return Response(HEALTHZ_BODY, media_type="application/json")
 
     @app.get("/readyz", tags=["probes"], responses={503: {"model": NotReady}})
     async def readyz() -> Response:
         """Answer 200 once the model is loaded, verified and warmed up; else 503 with why."""
         ready = service.ready()
         if ready is None:
-            return _not_ready(service.state.status)
+            return _response(_not_ready(service.state.status))
         model, _ = ready
         return JSONResponse(
             {"status": "ready", "model": model.pointer.model, "version": model.pointer.version}
@@ -220,7 +269,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Describe the loaded model: name, version, SHA-256, format, load time."""
         ready = service.ready()
         if ready is None:
-            return _not_ready(service.state.status)
+            return _response(_not_ready(service.state.status))
         return JSONResponse(ready[0].version_info())
 
     @app.post(
@@ -237,37 +286,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def predict(request: Request) -> Response:
         """Run the model on ``inputs``; concurrent requests share forward passes."""
-        if not service.api_keys.allows(request.headers.get("authorization")):
-            return _error(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
-        ready = service.ready()
-        if ready is None:
-            return _not_ready(service.state.status)
-        model, batcher = ready
-        limit = service.settings.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            return _error(413, f"request body exceeds {limit} bytes")
-        body = await _read_limited(request, limit)
-        if body is None:
-            return _error(413, f"request body exceeds {limit} bytes")
-        try:
-            if len(body) <= _INLINE_BODY_BYTES:
-                batch = _validate(body, model, service.settings.max_batch_size)
-            else:
-                batch = await anyio.to_thread.run_sync(
-                    _validate, body, model, service.settings.max_batch_size
-                )
-        except InputError as exc:
-            return _error(422, str(exc))
-        try:
-            outputs = await batcher.submit(batch)
-        except Overloaded:
-            return _unavailable("overloaded", "too many requests are waiting for the model")
-        except ShuttingDown:
-            return _unavailable("shutting_down", "the instance is shutting down")
-        except ForwardFailed as exc:
-            return _error(500, f"model forward failed: {exc}")
-        return Response(content=model_prefix(model) + outputs + b"}", media_type="application/json")
+        # Reached only if the front door is bypassed; it answers POST /predict itself.
+        headers = request.headers
+        answer = await service.predict(
+            headers.get("authorization"), headers.get("content-length"), request.receive
+        )
+        return _response(answer)
 
     @app.get("/metrics", tags=["probes"], response_class=Response)
     async def metrics() -> Response:
@@ -292,94 +316,42 @@ def _validate(body: bytes, model: LoadedModel, max_examples: int) -> np.ndarray:
     )
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
+async def _read_limited(receive: Receive, limit: int) -> bytes | None:
     # Content-Length can be absent (chunked) or wrong, so the bytes are counted too.
-    chunks = []
+    chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return None
+        if not message.get("more_body", False):
+            if not chunks:
+                return bytes(chunk)
+            chunks.append(chunk)
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+def _response(answer: Answer) -> Response:
+    headers = {key.decode(): value.decode() for key, value in answer.headers}
+    return Response(answer.body, answer.status, headers=headers, media_type="application/json")
 
 
-def _not_ready(status: Status) -> Response:
-    headers = {} if status.phase is Phase.FAILED else {"Retry-After": "5"}
-    return JSONResponse(
-        {"status": status.phase.value, "detail": status.detail},
-        status_code=503,
-        headers=headers,
+def _error(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:
+    return Answer(status, orjson.dumps({"detail": detail}), headers)
+
+
+def _not_ready(status: Status) -> Answer:
+    return Answer(
+        503,
+        orjson.dumps({"status": status.phase.value, "detail": status.detail}),
+        () if status.phase is Phase.FAILED else _RETRY_SOON,
     )
 
 
-def _unavailable(status: str, detail: str) -> Response:
-    return JSONResponse(
-        {"status": status, "detail": detail}, status_code=503, headers={"Retry-After": "1"}
-    )
-
-
-class RequestLogMiddleware:
-    """One structured log line and the request metrics for every HTTP request.
-
-    Bodies are never logged. A pure ASGI middleware rather than BaseHTTPMiddleware,
-    which would buffer streaming bodies and add a task per request.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, recording its status and duration."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            elapsed = time.perf_counter() - started
-            path = scope.get("path", "")
-            label = path if path in KNOWN_PATHS else "other"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(path=label, method=method, status=str(status)).inc()
-            self.metrics.latency.labels(path=label).observe(elapsed)
-            access_logger.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "event": "request",
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "request_id": request_id,
-                },
-            )
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            text: str = value.decode("latin-1")[:128]
-            return text
-    return None
+def _unavailable(status: str, detail: str) -> Answer:
+    return Answer(503, orjson.dumps({"status": status, "detail": detail}), _RETRY_NOW)

@@ -11,6 +11,16 @@ download holds an exclusive ``flock`` on its temporary file for its whole life;
 a temporary file nobody holds a lock on was left by a dead process and is
 deleted. Recency is the file's mtime, refreshed on every use (atime is not
 trustworthy on ``noatime`` mounts). Files with other names are left alone.
+
+Verification stamps: once this service has seen an entry's bytes hash to its
+name (while downloading it, or by re-hashing it), it records that in the
+extended attribute ``user.modeldeck.verified`` as ``<sha256> <size> <mtime_ns>``.
+A later start whose stat of the file still matches the stamp knows the bytes
+have not been rewritten, truncated or replaced since, without reading them,
+the way git's index trusts unchanged stat data. What a stamp cannot see is a
+change that keeps size and mtime (bit rot on the disk, or someone resetting
+the mtime on purpose); ``MODEL_CACHE_VERIFY=full`` re-hashes every time for
+that. Filesystems without user xattrs simply never have stamps.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +46,16 @@ _HASH_CHUNK = 4 * 1024 * 1024
 # A writer creates its temporary file and locks it a moment later; a file this young
 # may be in that moment, so it is not judged abandoned yet.
 _TMP_GRACE_SECONDS = 60.0
+STAMP_ATTRIBUTE = "user.modeldeck.verified"
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A cache hit: the entry's path, its size, and whether a valid stamp vouches for it."""
+
+    path: Path
+    size: int
+    stamped: bool
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,12 @@ class PendingEntry:
         self.committed = False
 
     def commit(self) -> Path:
-        """Flush the bytes to disk and rename them into place; return the entry's path."""
+        """Stamp the (verified) bytes, flush them to disk, rename them into place.
+
+        Returns the entry's path. Call only once the bytes are known to hash to
+        the entry's name.
+        """
+        write_stamp(self.fd, self.final_path.name)
         os.fsync(self.fd)
         os.replace(self.tmp_path, self.final_path)
         # The rename itself must survive a crash too, or a restart finds nothing.
@@ -81,14 +107,30 @@ class ModelCache:
         """Return where the entry for ``sha256`` lives (whether or not it exists)."""
         return self.directory / sha256
 
-    def lookup(self, sha256: str) -> Path | None:
-        """Return the entry's path and mark it used, or None when it is not cached."""
+    def lookup(self, sha256: str) -> CachedFile | None:
+        """Return the entry and mark it used, or None when it is not cached.
+
+        ``stamped`` is True when the entry carries a stamp that still matches it
+        (see the module docstring); the stamp is carried over the recency update.
+        """
         path = self.path_for(sha256)
         try:
-            os.utime(path)
+            before = os.stat(path)
         except FileNotFoundError:
             return None
-        return path if path.is_file() else None
+        if not stat.S_ISREG(before.st_mode):
+            return None
+        stamped = read_stamp(path) == _stamp_text(sha256, before)
+        os.utime(path)
+        if stamped:
+            # Refreshing the mtime just invalidated the stamp; renew it, or the next
+            # start would have to re-hash.
+            stamped = write_stamp(path, sha256)
+        return CachedFile(path=path, size=before.st_size, stamped=stamped)
+
+    def stamp(self, sha256: str) -> bool:
+        """Record that the entry's bytes were just verified; False if the stamp could not be set."""
+        return write_stamp(self.path_for(sha256), sha256)
 
     def discard(self, sha256: str) -> None:
         """Delete the entry for ``sha256`` if present."""
@@ -184,6 +226,33 @@ class ModelCache:
                 with contextlib.suppress(FileNotFoundError):
                     tmp_path.unlink()
             os.close(fd)
+
+
+def write_stamp(target: Path | int, sha256: str) -> bool:
+    """Stamp the file ``target`` (a path or an open descriptor) as verified for ``sha256``.
+
+    Returns False, leaving the file unstamped, where the filesystem does not take
+    user extended attributes or the file is not writable.
+    """
+    try:
+        value = _stamp_text(sha256, os.stat(target)).encode()
+        os.setxattr(target, STAMP_ATTRIBUTE, value)
+    except OSError as exc:
+        logger.debug("cannot stamp %s: %s", target, exc, extra={"event": "cache_stamp_failed"})
+        return False
+    return True
+
+
+def read_stamp(path: Path) -> str | None:
+    """Return the stamp text on ``path``, or None when it has none (or cannot have one)."""
+    try:
+        return os.getxattr(path, STAMP_ATTRIBUTE).decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+def _stamp_text(sha256: str, st: os.stat_result) -> str:
+    return f"{sha256} {st.st_size} {st.st_mtime_ns}"
 
 
 def file_sha256(path: Path) -> str:
