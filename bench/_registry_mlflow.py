@@ -58,11 +58,15 @@ def main() -> int:
     started = time.perf_counter()
     store = client._get_registry_client().store
     with store.ManagedSessionMaker() as session:
-        template = session.execute(
-            select(SqlModelVersion.__table__).where(
-                SqlModelVersion.name == args.model, SqlModelVersion.version == api
+        template = (
+            session.execute(
+                select(SqlModelVersion.__table__).where(
+                    SqlModelVersion.name == args.model, SqlModelVersion.version == api
+                )
             )
-        ).one()._asdict()
+            .one()
+            ._asdict()
+        )
         base_ms = int(template["creation_time"])
         rows = []
         for number in range(api + 1, args.count + 1):
