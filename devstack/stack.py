@@ -276,7 +276,6 @@ def up(ports: Ports, state_dir: Path) -> int:
         )
         supervisor.wait_until(aws, lambda: port_open("127.0.0.1", ports.aws), 30)
         manage = [PYTHON, str(ROOT / "manage.py")]
-        supervisor.run_once("migrate", [*manage, "migrate", "--noinput"], env)
         supervisor.run_once(
             "seed",
             [
@@ -284,6 +283,7 @@ def up(ports: Ports, state_dir: Path) -> int:
                 "devstack_seed",
                 "--phase",
                 "aws",
+                "--migrate",
                 "--cors-origin",
                 f"http://127.0.0.1:{ports.dashboard}",
                 "--cors-origin",
@@ -293,6 +293,8 @@ def up(ports: Ports, state_dir: Path) -> int:
         )
         config_path = state_dir / "apprunner.json"
         config_path.write_text(json.dumps(apprunner_config(ports, env, state_dir), indent=2))
+        # Everything else starts at once; only linking the environments to
+        # their App Runner services has to wait for the stand-in.
         runner = supervisor.start(
             Process(
                 "apprunner",
@@ -307,21 +309,6 @@ def up(ports: Ports, state_dir: Path) -> int:
                 ],
                 env,
             )
-        )
-        supervisor.wait_until(runner, lambda: port_open("127.0.0.1", ports.apprunner), 30)
-        supervisor.run_once(
-            "seed",
-            [
-                *manage,
-                "devstack_seed",
-                "--phase",
-                "services",
-                "--service-url",
-                f"production=http://127.0.0.1:{ports.production}",
-                "--service-url",
-                f"staging=http://127.0.0.1:{ports.staging}",
-            ],
-            env,
         )
         web = supervisor.start(
             Process(
@@ -382,6 +369,21 @@ def up(ports: Ports, state_dir: Path) -> int:
                 ],
                 env,
             )
+        )
+        supervisor.wait_until(runner, lambda: port_open("127.0.0.1", ports.apprunner), 30)
+        supervisor.run_once(
+            "seed",
+            [
+                *manage,
+                "devstack_seed",
+                "--phase",
+                "services",
+                "--service-url",
+                f"production=http://127.0.0.1:{ports.production}",
+                "--service-url",
+                f"staging=http://127.0.0.1:{ports.staging}",
+            ],
+            env,
         )
         supervisor.wait_until(web, http_ok(f"http://127.0.0.1:{ports.dashboard}/healthz"), 60)
         credentials = (state_dir / "credentials.txt").read_text().strip()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -38,6 +39,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--phase", choices=["aws", "services"], required=True)
+        parser.add_argument(
+            "--migrate", action="store_true", help="apply migrations first (saves a start-up)"
+        )
         parser.add_argument("--cors-origin", action="append", default=[])
         parser.add_argument(
             "--service-url",
@@ -47,6 +51,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["migrate"]:
+            call_command("migrate", interactive=False, verbosity=1)
         if options["phase"] == "aws":
             self._seed_aws(options["cors_origin"])
         else:
