@@ -46,7 +46,7 @@ fmt: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup
+bench: setup system-deps browser-deps
 	$(PY) -m bench
 
 clean:

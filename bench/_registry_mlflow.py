@@ -36,10 +36,14 @@ def main() -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    import mlflow
+    # Only MLflow's own virtualenv has these; the project's does not.
+    import mlflow  # type: ignore[import-not-found]
     from mlflow import MlflowClient
-    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlRegisteredModel
-    from sqlalchemy import insert, select, update
+    from mlflow.store.model_registry.dbmodels.models import (  # type: ignore[import-not-found]
+        SqlModelVersion,
+        SqlRegisteredModel,
+    )
+    from sqlalchemy import insert, select, update  # type: ignore[import-not-found]
 
     uri = f"sqlite:///{args.db}"
     started = time.perf_counter()

@@ -332,6 +332,10 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError("gunicorn started no worker")
 
+    def service(self, name: str) -> Service:
+        """The running process started as ``name``."""
+        return next(s for s in self.services if s.name == name)
+
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()

@@ -33,6 +33,8 @@ def client(service_name: str) -> Any:
                 connect_timeout=settings.AWS_CONNECT_TIMEOUT,
                 read_timeout=settings.AWS_READ_TIMEOUT,
                 retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+                # The registry sync reads from S3 on 16 threads.
+                max_pool_connections=32,
                 s3={"addressing_style": settings.AWS_S3_ADDRESSING_STYLE},  # type: ignore[arg-type]
                 # Presigned URLs must work from a browser: SigV4, which S3 needs
                 # for multipart upload parts in every region.

@@ -89,16 +89,11 @@ def scan(*, model: str | None = None) -> dict[tuple[str, str], VersionFolder]:
 
 
 def describe(folder: VersionFolder) -> VersionInfo:
-    """Read the folder's manifest (if any) and pin its artifact's S3 version."""
+    """Read the folder's manifest (if any). The artifact's S3 version is pinned
+    by validation, from the very download it checks (one request per folder
+    here instead of two)."""
     info = _describe(folder)
     info.fingerprint = folder.fingerprint
-    if info.artifact and info.key:
-        head = s3.head_object(bucket=settings.MODELS_BUCKET, key=info.key)
-        if head is not None and head.version_id and head.version_id != "null":
-            info.s3_version_id = head.version_id
-        elif head is not None and info.status == "validating":
-            info.status = "invalid"
-            info.status_detail = "the artifact has no S3 version id: enable bucket versioning"
     return info
 
 

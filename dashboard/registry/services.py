@@ -250,12 +250,20 @@ def version_validate(*, version_id: int) -> ModelVersion | None:
         memory_limit_mb=settings.VALIDATION_MEMORY_LIMIT_MB,
     )
     status = ModelVersion.Status.VALID if result.ok else ModelVersion.Status.INVALID
+    error = result.error
+    version_id = row.s3_version_id or result.s3_version_id or ""
+    if result.ok and not version_id:
+        # A pointer must pin an object version: without one, overwriting the
+        # key would change what an environment serves.
+        status = ModelVersion.Status.INVALID
+        error = "the artifact has no S3 version id: enable versioning on the bucket"
     # Only record the result if the row still describes the bytes we validated.
     ModelVersion.objects.filter(
         pk=row.pk, fingerprint=fingerprint, status=ModelVersion.Status.VALIDATING
     ).update(
         status=status,
-        status_detail=result.error,
+        status_detail=error,
+        s3_version_id=version_id,
         validation=result.to_dict(),
         validated_at=timezone.now(),
     )
@@ -275,7 +283,9 @@ def version_hash(*, version_id: int) -> ModelVersion | None:
     )
     if result.ok and result.sha256:
         ModelVersion.objects.filter(pk=row.pk, fingerprint=row.fingerprint).update(
-            sha256=result.sha256, size=result.size or row.size
+            sha256=result.sha256,
+            size=result.size or row.size,
+            s3_version_id=row.s3_version_id or result.s3_version_id or "",
         )
     row.refresh_from_db()
     return row

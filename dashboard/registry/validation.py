@@ -83,6 +83,7 @@ class ValidationResult:
     forward_ms: float | None  # median of a few batch-1 forward passes
     parameter_count: int | None
     output_shape: OutputShape | None  # [1, 3]; a list/dict of shapes for tuple/dict outputs
+    s3_version_id: str | None = None  # the S3 object version that was read
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-serialisable dict (the dataclass's field names)."""
@@ -145,7 +146,7 @@ def validate_version(
             )
         if isinstance(downloaded, ValidationResult):
             return downloaded
-        sha256, size = downloaded
+        sha256, size, read_version = downloaded
         if expected_size is not None and size != expected_size:
             return _failed(
                 f"size mismatch: S3 object has {size} bytes, the manifest says {expected_size}",
@@ -175,6 +176,7 @@ def validate_version(
             forward_ms=_number(outcome.get("forward_ms")),
             parameter_count=_integer(outcome.get("parameter_count")),
             output_shape=_shape(outcome.get("output_shape")),
+            s3_version_id=read_version or s3_version_id,
         )
     finally:
         path.unlink(missing_ok=True)
@@ -210,7 +212,7 @@ def _download(
     expected_size: int | None,
     location: str,
     sink: IO[bytes],
-) -> tuple[str, int] | ValidationResult:
+) -> tuple[str, int, str | None] | ValidationResult:
     """Stream the object into ``sink``, hashing as it arrives.
 
     Returns (sha256 hex, size), or a failed result when the object is missing,
@@ -259,7 +261,8 @@ def _download(
                 return _failed(f"the dashboard could not store the download of {location}: {exc}")
     finally:
         body.close()
-    return digest.hexdigest(), size
+    version = response.get("VersionId")
+    return digest.hexdigest(), size, (version if version and version != "null" else None)
 
 
 def _names_missing_version(error: AwsError, version_id: str | None) -> bool:
@@ -440,7 +443,7 @@ def hash_version(*, bucket: str, key: str, s3_version_id: str | None) -> Validat
         )
     if isinstance(downloaded, ValidationResult):
         return downloaded
-    sha256, size = downloaded
+    sha256, size, read_version = downloaded
     return ValidationResult(
         ok=True,
         error="",
@@ -450,4 +453,5 @@ def hash_version(*, bucket: str, key: str, s3_version_id: str | None) -> Validat
         forward_ms=None,
         parameter_count=None,
         output_shape=None,
+        s3_version_id=read_version or s3_version_id,
     )

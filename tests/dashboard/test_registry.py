@@ -62,6 +62,7 @@ def test_sync_indexes_a_drop_without_manifest_and_hashes_it(
     version_hash(version_id=row.pk)
     row.refresh_from_db()
     assert row.sha256 == hashlib.sha256(data).hexdigest()
+    assert row.s3_version_id  # pinned from the very download that hashed it
     again = registry_sync()
     assert (again.created, again.updated, again.unchanged) == (0, 0, 1)
     assert ModelVersion.objects.count() == 1  # nothing listed twice
