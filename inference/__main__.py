@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import signal
 import sys
 from types import FrameType
@@ -18,6 +17,7 @@ from types import FrameType
 import prometheus_client
 import uvicorn
 
+from inference.app import create_app
 from inference.config import ConfigError, load_settings
 from inference.jsonlog import configure_logging
 
@@ -26,14 +26,6 @@ logger = logging.getLogger("inference")
 
 def main() -> int:
     """Run the server until SIGTERM/SIGINT; return the process exit code."""
-    # torch reads this once, at its first allocation: tensors of 2 MiB and more get
-    # transparent huge pages. Loading a model then takes about one page fault per
-    # 2 MiB instead of per 4 KiB, which roughly halves the load of a large model
-    # (see docs/benchmarks.md); forwards touch fewer TLB entries too. An explicit
-    # setting (0 included) wins.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    from inference.app import create_app  # imports torch, so only after the line above
-
     configure_logging("INFO")
     try:
         settings = load_settings()

@@ -18,13 +18,13 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import numpy as np
 import orjson
 import torch
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -34,7 +34,7 @@ from starlette.types import Receive
 from inference.auth import ApiKeys
 from inference.batching import Batcher, ForwardFailed, Overloaded, ShuttingDown
 from inference.config import Settings
-from inference.front import HEALTHZ_BODY, FrontDoor
+from inference.front import FrontDoor
 from inference.metrics import Metrics
 from inference.startup import Startup
 from inference.state import LoadedModel, ModelState, Phase, Status
@@ -157,6 +157,19 @@ class Service:
         self.state.ready(model)
 
 
+async def get_service(request: Request) -> Service:
+    """Return the app's Service (a FastAPI dependency).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency on its thread
+    pool, a thread hop per request for what is an attribute lookup.
+    """
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A complete HTTP answer with a JSON body; ``headers`` are added to the content type."""
@@ -239,17 +252,22 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Serves the promoted version of one PyTorch model.",
         version="1",
         lifespan=lifespan,
+        # The service reports through Prometheus and JSON logs. FastAPI's native
+        # OpenTelemetry, left on, asks the global providers on every request
+        # whether anyone is listening, before any middleware runs.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     app.add_middleware(FrontDoor, service=service)
 
     @app.get("/healthz", tags=["probes"])
-    async def healthz() -> Response:
+    async def healthz() -> dict[str, str]:
         """Answer 200 while the process is up, whatever the model's state."""
-        return Response(HEALTHZ_BODY, media_type="application/json")
+        # The front door answers GET /healthz itself; this declares it for the docs.
+        return {"status": "ok"}
 
     @app.get("/readyz", tags=["probes"], responses={503: {"model": NotReady}})
-    async def readyz() -> Response:
+    async def readyz(service: ServiceDep) -> Response:
         """Answer 200 once the model is loaded, verified and warmed up; else 503 with why."""
         ready = service.ready()
         if ready is None:
@@ -265,7 +283,7 @@ def create_app(settings: Settings) -> FastAPI:
         response_model=VersionResponse,
         responses={503: {"model": NotReady}},
     )
-    async def version() -> Response:
+    async def version(service: ServiceDep) -> Response:
         """Describe the loaded model: name, version, SHA-256, format, load time."""
         ready = service.ready()
         if ready is None:
@@ -284,7 +302,7 @@ def create_app(settings: Settings) -> FastAPI:
             }
         },
     )
-    async def predict(request: Request) -> Response:
+    async def predict(request: Request, service: ServiceDep) -> Response:
         """Run the model on ``inputs``; concurrent requests share forward passes."""
         # Reached only if the front door is bypassed; it answers POST /predict itself.
         headers = request.headers
@@ -294,7 +312,7 @@ def create_app(settings: Settings) -> FastAPI:
         return _response(answer)
 
     @app.get("/metrics", tags=["probes"], response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(service: ServiceDep) -> Response:
         """Prometheus text exposition of the instance's metrics."""
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

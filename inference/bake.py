@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from inference.cache import file_sha256
+from inference.cache import file_sha256, write_stamp
 from inference.errors import StartupFailure
 from inference.pointer import parse_pointer
 
@@ -56,6 +56,9 @@ def bake(source: Path, dest: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / pointer.sha256
     shutil.copyfile(artifact, target)
+    # Where the image layer keeps user xattrs and the mtime, the container's first
+    # start trusts this stamp instead of re-hashing; elsewhere it re-hashes once.
+    write_stamp(target, pointer.sha256)
     shutil.copyfile(pointer_path, dest / "pointer.json")
     return target
 

@@ -181,8 +181,7 @@ class Batcher:
                 extra={"event": "batch_failed"},
             )
         else:
-            for job, result in zip(live, encoded, strict=True):
-                _resolve(job, result=result)
+            _resolve_all(live, encoded)
             return
         for job in live:
             self._run_alone(job)
@@ -212,6 +211,25 @@ class Batcher:
         finally:
             self.metrics.forward_seconds.observe(time.perf_counter() - started)
             self.metrics.forward_in_progress.set(0)
+
+
+def _resolve_all(jobs: list[_Job], results: list[bytes]) -> None:
+    # One callback per event loop for the whole batch rather than one per request:
+    # each call_soon_threadsafe wakes the loop and takes its lock.
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bytes]]] = {}
+    for job, result in zip(jobs, results, strict=True):
+        by_loop.setdefault(job.loop, []).append((job, result))
+
+    def settle(pairs: list[tuple[_Job, bytes]]) -> None:
+        for job, result in pairs:
+            if not job.future.done():
+                job.future.set_result(result)
+
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(settle, pairs)
+        except RuntimeError:
+            pass  # the event loop is gone (shutdown); nobody is waiting any more
 
 
 def _resolve(job: _Job, *, result: bytes | None = None, error: BaseException | None = None) -> None:

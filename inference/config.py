@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -21,6 +21,25 @@ GiB = 1024 * MiB
 
 class ConfigError(Exception):
     """The service's configuration is unusable; the message names the variable."""
+
+
+_TRUE = frozenset({"true", "on", "yes", "1"})
+_FALSE = frozenset({"false", "off", "no", "0"})
+
+
+def _verify_mode(value: object) -> object:
+    # The variable used to be a boolean; an explicit "true" asked for verification
+    # every time, which is now "full".
+    if isinstance(value, bool):
+        return "full" if value else "off"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return "full"
+        if text in _FALSE:
+            return "off"
+        return text
+    return value
 
 
 def _default_cpu_count() -> int:
@@ -50,7 +69,9 @@ class Settings(BaseSettings):
 
     model_cache_dir: Path = Path(tempfile.gettempdir()) / "modeldeck-model-cache"
     model_cache_max_bytes: Annotated[int, Field(ge=1)] = 10 * GiB
-    model_cache_verify: bool = True
+    model_cache_verify: Annotated[
+        Literal["full", "stamp", "off"], BeforeValidator(_verify_mode)
+    ] = "stamp"
 
     download_part_size: Annotated[int, Field(ge=64 * 1024, le=1 * GiB)] = 8 * MiB
     download_concurrency: Annotated[int, Field(ge=1, le=64)] = 8

@@ -6,6 +6,12 @@ next contiguous one completes. The bytes are therefore read from the network
 once and hashed once, with no second pass over the file. To bound memory, a part
 is only requested when it is within ``2 * concurrency`` parts of the one being
 hashed, so at most that many parts are held at a time.
+
+The bytes are also flushed behind the download: whenever another
+``FLUSH_BEHIND_BYTES`` have been hashed, a background ``fdatasync`` starts (one at
+a time). The kernel would otherwise keep the whole artifact as dirty pages until
+the commit's ``fsync``, which then writes all of it at once after the network is
+done (seconds for a 1 GB model); this way the disk works while the network does.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+FLUSH_BEHIND_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ def download_object(
     concurrency: int,
     policy: RetryPolicy,
     on_progress: Callable[[int], None] = lambda done: None,
+    flush_every: int = FLUSH_BEHIND_BYTES,
 ) -> str:
     """Write the pinned object version into ``fd`` and return its hex SHA-256.
 
@@ -81,6 +89,7 @@ def download_object(
     part_policy = dataclasses.replace(policy, stop=abort)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
     futures: dict[int, Future[bytes]] = {}
+    flusher = _Flusher(fd, flush_every)
     try:
         submitted = 0
         for part in parts:
@@ -96,14 +105,49 @@ def download_object(
             data = future.result()
             digest.update(data)
             done_bytes += len(data)
+            flusher.written(done_bytes)
             on_progress(done_bytes)
     finally:
         abort.set()
         # Parts still queued are dropped; running ones end after their current request.
         pool.shutdown(wait=True, cancel_futures=True)
+        # The caller closes fd next; no fdatasync may still be using it (or a reused number).
+        flusher.close()
     if policy.stop.is_set():
         raise Stopped()
     return digest.hexdigest()
+
+
+class _Flusher:
+    """Starts an ``fdatasync`` of ``fd`` in the background every ``every`` bytes."""
+
+    def __init__(self, fd: int, every: int) -> None:
+        self.fd = fd
+        self.every = every
+        self.flushed_to = 0
+        self.thread: threading.Thread | None = None
+
+    def written(self, offset: int) -> None:
+        """Note that every byte before ``offset`` has been written."""
+        if offset - self.flushed_to < self.every:
+            return
+        if self.thread is not None and self.thread.is_alive():
+            return  # one at a time; the next one covers these bytes too
+        self.flushed_to = offset
+        self.thread = threading.Thread(target=self._sync, name="flush-behind", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Wait for a running ``fdatasync``."""
+        if self.thread is not None:
+            self.thread.join()
+
+    def _sync(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            # Only an optimisation: the commit's fsync reports real problems.
+            logger.debug("flush-behind failed: %s", exc, extra={"event": "flush_behind_failed"})
 
 
 def _fetch_part(

@@ -4,12 +4,20 @@ Neither format's public loader in torch 2.13 can memory-map: ``torch.jit.load``
 and ``torch.export.load`` both read the archive's tensors into memory (only
 ``torch.load`` of plain state dicts has ``mmap=True``). The cache file is
 therefore not needed once loading returns.
+
+The loaders read one record at a time and do their CPU work (allocating and
+filling each tensor) in between, so on a cold page cache the disk idles while
+they work and they wait while it reads. A thread streams the file into the page
+cache ahead of them meanwhile (``sendfile`` to ``/dev/null``: read, never
+copied), which keeps the disk busy for the whole load.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -26,6 +34,8 @@ from inference.validation import NUMPY_DTYPES
 
 logger = logging.getLogger(__name__)
 
+_READ_AHEAD_CHUNK = 8 * 1024 * 1024
+
 
 def load_module(path: Path, fmt: str) -> Any:
     """Return the model in ``path`` ready for inference (eval mode where supported).
@@ -39,7 +49,7 @@ def load_module(path: Path, fmt: str) -> Any:
             "files are), so it is not a saved model",
         )
     try:
-        with _quiet_torch_export_logger():
+        with _quiet_torch_export_logger(), _read_ahead(path):
             if fmt == "torchscript":
                 with warnings.catch_warnings():
                     # torch 2.13 deprecates TorchScript in favour of torch.export, but
@@ -95,6 +105,33 @@ def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = lines[-1] if lines and "TorchScript" in str(exc) else (lines[0] if lines else "")
     return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _read_ahead(path: Path) -> Iterator[None]:
+    """Stream ``path`` into the page cache on a thread while the block runs."""
+    done = threading.Event()
+
+    def stream() -> None:
+        try:
+            with open(path, "rb") as src, open(os.devnull, "wb") as sink:
+                size = os.fstat(src.fileno()).st_size
+                offset = 0
+                while offset < size and not done.is_set():
+                    sent = os.sendfile(sink.fileno(), src.fileno(), offset, _READ_AHEAD_CHUNK)
+                    if sent <= 0:
+                        return
+                    offset += sent
+        except OSError as exc:  # only an optimisation; the loader reports real problems
+            logger.debug("read-ahead stopped: %s", exc, extra={"event": "read_ahead_failed"})
+
+    thread = threading.Thread(target=stream, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from inference.aws import RetryPolicy, Stopped, read_parameter, s3_client, ssm_client
-from inference.cache import ModelCache, file_sha256
+from inference.cache import CachedFile, ModelCache, file_sha256
 from inference.config import Settings
 from inference.download import download_object
 from inference.errors import StartupFailure
@@ -149,28 +149,8 @@ class Startup:
                 )
             cached = cache.lookup(pointer.sha256)
             if cached is not None:
-                # The size is free to check even when re-hashing is switched off.
-                size = cached.stat().st_size
-                if size == pointer.size and not s.model_cache_verify:
-                    self._cache_hit(cached, verified=False)
-                    return cached
-                digest = "not computed (wrong size)"
-                if size == pointer.size:
-                    with self._phase(
-                        Phase.VERIFYING, "re-hashing the cached artifact", name="cache_verify"
-                    ) as fields:
-                        digest = file_sha256(cached)
-                        fields["bytes"] = size
-                    if digest == pointer.sha256:
-                        self._cache_hit(cached, verified=True)
-                        return cached
-                logger.warning(
-                    "cached artifact %s is corrupt (%d bytes, SHA-256 %s); downloading it again",
-                    cached.name,
-                    size,
-                    digest,
-                    extra={"event": "cache_corrupt"},
-                )
+                if self._cached_is_usable(cache, cached, pointer):
+                    return cached.path
                 cache.discard(pointer.sha256)
             cache.make_room(pointer.size, keep=pointer.sha256)
             return self._download(cache, pointer)
@@ -178,6 +158,40 @@ class Startup:
             raise StartupFailure(
                 "cache_error", f"model cache {s.model_cache_dir} is unusable: {exc}"
             ) from exc
+
+    def _cached_is_usable(self, cache: ModelCache, cached: CachedFile, pointer: Pointer) -> bool:
+        """Return True when the cached entry may be served (per MODEL_CACHE_VERIFY)."""
+        mode = self.settings.model_cache_verify
+        digest = "not computed (wrong size)"
+        # The size is free to check even when verification is switched off.
+        if cached.size == pointer.size:
+            if mode == "off":
+                self._cache_hit(cached.path, verified="off")
+                return True
+            if mode == "stamp" and cached.stamped:
+                with self._phase(
+                    Phase.VERIFYING, "checking the cache entry's stamp", name="cache_verify"
+                ) as fields:
+                    fields["method"] = "stamp"  # nothing is read
+                self._cache_hit(cached.path, verified="stamp")
+                return True
+            with self._phase(
+                Phase.VERIFYING, "re-hashing the cached artifact", name="cache_verify"
+            ) as fields:
+                digest = file_sha256(cached.path)
+                fields.update(bytes=cached.size, method="sha256")
+            if digest == pointer.sha256:
+                cache.stamp(pointer.sha256)
+                self._cache_hit(cached.path, verified="sha256")
+                return True
+        logger.warning(
+            "cached artifact %s is corrupt (%d bytes, SHA-256 %s); downloading it again",
+            cached.path.name,
+            cached.size,
+            digest,
+            extra={"event": "cache_corrupt"},
+        )
+        return False
 
     def _download(self, cache: ModelCache, pointer: Pointer) -> Path:
         s = self.settings
@@ -213,7 +227,7 @@ class Startup:
                 path = pending.commit()
         return path
 
-    def _cache_hit(self, path: Path, *, verified: bool) -> None:
+    def _cache_hit(self, path: Path, *, verified: str) -> None:
         self.metrics.startup_bytes_downloaded.set(0)
         logger.info(
             "using the cached artifact %s, nothing downloaded",

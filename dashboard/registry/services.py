@@ -251,8 +251,8 @@ def version_validate(*, version_id: int) -> ModelVersion | None:
     )
     status = ModelVersion.Status.VALID if result.ok else ModelVersion.Status.INVALID
     error = result.error
-    version_id = row.s3_version_id or result.s3_version_id or ""
-    if result.ok and not version_id:
+    pinned = row.s3_version_id or result.s3_version_id or ""
+    if result.ok and not pinned:
         # A pointer must pin an object version: without one, overwriting the
         # key would change what an environment serves.
         status = ModelVersion.Status.INVALID
@@ -263,7 +263,7 @@ def version_validate(*, version_id: int) -> ModelVersion | None:
     ).update(
         status=status,
         status_detail=error,
-        s3_version_id=version_id,
+        s3_version_id=pinned,
         validation=result.to_dict(),
         validated_at=timezone.now(),
     )

@@ -18,6 +18,7 @@ def _clean(monkeypatch):
         "PORT",
         "BATCHING",
         "MAX_BATCH_SIZE",
+        "MODEL_CACHE_VERIFY",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -44,6 +45,11 @@ def test_defaults(monkeypatch):
         ("MAX_BATCH_SIZE", "0", "MAX_BATCH_SIZE: Input should be greater than or equal to 1"),
         ("MAX_BODY_BYTES", "-5", "MAX_BODY_BYTES: Input should be greater than or equal to 1024"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        (
+            "MODEL_CACHE_VERIFY",
+            "sometimes",
+            "MODEL_CACHE_VERIFY: Input should be 'full', 'stamp' or 'off'",
+        ),
     ],
 )
 def test_bad_values_are_named(monkeypatch, name, value, message):
@@ -74,3 +80,27 @@ def test_batching_switch(monkeypatch):
     monkeypatch.setenv("MODEL_SSM_PARAMETER", "/p")
     monkeypatch.setenv("BATCHING", "off")
     assert load_settings().batching is False
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        (None, "stamp"),
+        ("stamp", "stamp"),
+        ("full", "full"),
+        ("FULL", "full"),
+        ("off", "off"),
+        # The variable used to be a boolean: "true" asked for a re-hash every time.
+        ("true", "full"),
+        ("yes", "full"),
+        ("1", "full"),
+        ("false", "off"),
+        ("no", "off"),
+        ("0", "off"),
+    ],
+)
+def test_cache_verification_modes(monkeypatch, value, mode):
+    monkeypatch.setenv("MODEL_SSM_PARAMETER", "/p")
+    if value is not None:
+        monkeypatch.setenv("MODEL_CACHE_VERIFY", value)
+    assert load_settings().model_cache_verify == mode

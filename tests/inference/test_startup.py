@@ -301,7 +301,8 @@ def test_multi_part_download_is_hashed_while_downloading(
     assert (cache_dir / artifact.sha256).read_bytes() == artifact.data
 
 
-def test_download_object_writes_and_hashes_every_part(aws, tmp_path):
+@pytest.mark.parametrize("flush_every", [64 * 1024 * 1024, 100_000], ids=["default", "flushing"])
+def test_download_object_writes_and_hashes_every_part(aws, tmp_path, flush_every):
     blob = os.urandom(3 * 1024 * 1024 + 12345)
     put = aws.s3.put_object(Bucket=BUCKET, Key="blob", Body=blob)
     pointer = parse_pointer(
@@ -337,6 +338,7 @@ def test_download_object_writes_and_hashes_every_part(aws, tmp_path):
             concurrency=3,
             policy=RetryPolicy(attempts=1, base_seconds=0, max_seconds=0, stop=threading.Event()),
             on_progress=progress.append,
+            flush_every=flush_every,  # the small value starts many background fdatasyncs
         )
     finally:
         os.close(fd)
