@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 NODE_STAMP := node_modules/.installed-$(shell cat package-lock.json | sha256sum | cut -c1-12)
 
-.PHONY: run test lint bench setup system-deps browser-deps clean fmt
+.PHONY: run test lint bench setup system-deps browser-deps bench-deps clean fmt
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -46,7 +46,11 @@ fmt: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup system-deps browser-deps
+# wrk is the load generator the inference benchmark prefers (it falls back to its own).
+bench-deps:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || true
+
+bench: setup system-deps browser-deps bench-deps
 	$(PY) -m bench
 
 clean:
