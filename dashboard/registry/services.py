@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.aws import s3
@@ -316,7 +317,7 @@ def version_delete(*, version: ModelVersion, user: Any) -> None:
         finished_at__gte=since,
     ).filter(
         # it was deployed, or something was deployed over it
-        models_q_live(version.version)
+        Q(to_version=version.version, status="succeeded") | Q(from_version=version.version)
     )
     if recent.exists():
         raise VersionDeleteRefused(
@@ -329,9 +330,3 @@ def version_delete(*, version: ModelVersion, user: Any) -> None:
         s3.delete_object(bucket=settings.MODELS_BUCKET, key=key)
     logger.info("%s deleted %s %s", user.get_username(), version.model_name, version.version)
     version.delete()
-
-
-def models_q_live(name: str) -> Any:
-    from django.db.models import Q
-
-    return Q(to_version=name, status="succeeded") | Q(from_version=name)
