@@ -190,6 +190,11 @@ def _run_step(deployment: Deployment, token: str) -> Transition:
     except _LostClaim:
         raise
     except AwsError as exc:
+        if deployment.step != Step.RESTORE and _past_deadline(deployment):
+            return _failing(
+                deployment,
+                f"gave up after {settings.DEPLOYMENT_TIMEOUT_SECONDS} s of AWS errors: {exc}",
+            )
         if exc.transient:
             return _retry(deployment, f"AWS did not answer ({exc}); retrying")
         return _retry(deployment, f"AWS refused a call ({exc}); retrying", level="error")
@@ -518,7 +523,10 @@ def _verifying(deployment: Deployment, transition: Transition) -> Transition:
 
 
 def _past_deadline(deployment: Deployment) -> bool:
-    return deployment.deadline_at is not None and timezone.now() >= deployment.deadline_at
+    deadline = deployment.deadline_at or deployment.created_at + dt.timedelta(
+        seconds=settings.DEPLOYMENT_TIMEOUT_SECONDS
+    )
+    return timezone.now() >= deadline
 
 
 def _step_follow(deployment: Deployment, token: str) -> Transition:
@@ -652,6 +660,9 @@ def _step_restore(deployment: Deployment, token: str) -> Transition:
     known-good version: then finish with the decided outcome."""
     outcome = deployment.outcome or Status.FAILED
     previous = deployment.previous_pointer
+    if deployment.parameter_version is None and not deployment.operation_id:
+        transition = Transition(finish=outcome)
+        return transition.log("nothing was changed: the pointer was never written")
     live = live_version(base_url=_service_url(deployment))
     serving_previous = previous is not None and live.sha256 == str(previous.get("sha256"))
     if live.sha256 is None:
