@@ -106,9 +106,7 @@ class FaultProxy:
             def _forward(self, body: bytes) -> None:
                 parts = urlsplit(proxy.upstream)
                 connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP
-                }
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 try:
                     connection.request(self.command, self.path, body=body, headers=headers)
                     response = connection.getresponse()

@@ -26,7 +26,6 @@ def worker(deploy_stack: Any) -> Iterator[None]:
     from celery.contrib.testing.worker import start_worker
 
     from dashboard.celery import app
-
     from dashboard.deployments.tasks import deployments_reconcile
 
     app.control.purge()

@@ -79,7 +79,9 @@ def test_promote_pins_the_pointer_version_and_goes_live(
 ) -> None:
     arn = deploy_stack["arn"]
     assert served(deploy_stack["url"])["version"] == "1.0"
-    deployment = request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     assert deployment.status == "pending" and pointer_now()["version"] == "1.0"  # nothing yet
     deployment = run_to_end(deployment.pk)
     assert deployment.status == "succeeded", deployment.error
@@ -147,7 +149,9 @@ def test_a_service_serving_another_sha256_is_rolled_back_automatically(
 def test_a_deleted_artifact_fails_before_anything_changes(
     deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    deployment = request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     pointer = deployment.pointer
     # Someone deletes that exact object version behind the registry's back.
     from dashboard.aws.clients import client
@@ -169,7 +173,9 @@ def test_a_repeated_start_after_a_crash_adopts_the_operation(
     """A worker sent UpdateService and died before recording the operation: the
     next worker finds it (the service already runs the pin) and follows it."""
     arn = deploy_stack["arn"]
-    deployment = request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     deployment_advance(deployment_id=deployment.pk, max_steps=1)  # write_pointer only
     deployment.refresh_from_db()
     assert deployment.step == "start" and deployment.parameter_version
@@ -194,7 +200,9 @@ def test_a_repeated_start_after_a_crash_adopts_the_operation(
 def test_a_held_claim_is_left_alone_and_a_lapsed_one_is_taken(
     deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    deployment = request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     held_until = timezone.now() + timezone.timedelta(minutes=1)
     Deployment.objects.filter(pk=deployment.pk).update(
         claim_token="live-worker", claimed_until=held_until
@@ -214,7 +222,9 @@ def test_a_step_that_lost_its_claim_records_nothing(
 ) -> None:
     from dashboard.deployments import reconciler
 
-    deployment = request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     token = reconciler._claim(deployment.pk)
     assert token is not None
     Deployment.objects.filter(pk=deployment.pk).update(claim_token="someone-else")
@@ -231,7 +241,9 @@ def test_busy_service_waits_then_deploys(
     arn = deploy_stack["arn"]
     # Someone else's operation is running on the service (a console redeploy).
     apprunner.start_deployment(service_arn=arn)
-    deployment = request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks)
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
     deployment = run_to_end(deployment.pk)
     assert deployment.status == "succeeded", deployment.error
     assert any("busy" in m for m in messages(deployment))
@@ -379,16 +391,20 @@ def test_transient_throttling_and_5xx_are_retried_invisibly(
     settings: Any,
 ) -> None:
     settings.AWS_MAX_ATTEMPTS = 4
-    with FaultProxy(deploy_stack["aws"]) as aws_proxy, FaultProxy(
-        deploy_stack["endpoint"]
-    ) as runner_proxy:
+    with (
+        FaultProxy(deploy_stack["aws"]) as aws_proxy,
+        FaultProxy(deploy_stack["endpoint"]) as runner_proxy,
+    ):
         monkeypatch.setenv("AWS_ENDPOINT_URL", aws_proxy.url)
         monkeypatch.setenv("AWS_ENDPOINT_URL_APPRUNNER", runner_proxy.url)
         reset_clients()
         aws_proxy.fail(target="AmazonSSM.PutParameter", times=2, code="ThrottlingException")
         aws_proxy.fail(target="AmazonSSM.GetParameter", times=1, status=500, code="InternalError")
         runner_proxy.fail(
-            target="AppRunner.UpdateService", times=1, status=500, code="InternalServiceErrorException"
+            target="AppRunner.UpdateService",
+            times=1,
+            status=500,
+            code="InternalServiceErrorException",
         )
         runner_proxy.fail(target="AppRunner.ListOperations", times=2, code="ThrottlingException")
         deployment = request(

@@ -244,9 +244,7 @@ def test_a_hand_edit_of_the_pointer_is_drift_never_adopted(
         "1.1",
     )
     assert "outside the dashboard" in drift["reason"] and "Restore" in drift["reason"]
-    history = client.get(
-        "/api/models/iris/environments/staging/history", headers=headers
-    ).json()
+    history = client.get("/api/models/iris/environments/staging/history", headers=headers).json()
     assert history[0]["parameter_version"] == edited and history[0]["deployment_id"] is None
     assert history[0]["written_by"] == "outside the dashboard"
     ours = [h for h in history if h["deployment_id"] == deployment.pk]
@@ -260,9 +258,7 @@ def test_a_hand_edit_of_the_pointer_is_drift_never_adopted(
     assert json.loads(ssm.get_parameter(name="/models/iris/staging") or "")["version"] == "1.1"
     body = client.get("/api/models/iris/environments", headers=headers).json()[0]
     assert body["drift"] is None
-    history = client.get(
-        "/api/models/iris/environments/staging/history", headers=headers
-    ).json()
+    history = client.get("/api/models/iris/environments/staging/history", headers=headers).json()
     assert history[0]["parameter_version"] == restored and history[0]["purpose"] == "restore"
 
 
