@@ -13,6 +13,7 @@ another moto version is ignored with a warning rather than trusted.
 
 from __future__ import annotations
 
+import copyreg
 import logging
 import os
 import pickle
@@ -27,6 +28,27 @@ logger = logging.getLogger(__name__)
 _SCHEMA = 1
 
 
+def _rebuild_key_store(lists: dict[str, list[Any]]) -> Any:
+    from moto.s3.utils import _VersionedKeyStore
+
+    store = _VersionedKeyStore()
+    for key, versions in lists.items():
+        store.setlist(key, versions)
+    return store
+
+
+def _reduce_key_store(store: Any) -> tuple[Any, tuple[dict[str, list[Any]]]]:
+    # moto's key store is a dict whose items() yields only the newest version
+    # of each key: pickled as is, every older object version would be lost.
+    return _rebuild_key_store, ({key: store.getlist(key) for key in dict.keys(store)},)
+
+
+def _register_reducers() -> None:
+    from moto.s3.utils import _VersionedKeyStore
+
+    copyreg.pickle(_VersionedKeyStore, _reduce_key_store)
+
+
 def _backends() -> dict[str, Any]:
     from moto.s3.models import s3_backends
     from moto.ssm.models import ssm_backends
@@ -36,6 +58,7 @@ def _backends() -> dict[str, Any]:
 
 def _snapshot() -> dict[str, Any]:
     """{service: {account: {region: state}}} of what is kept."""
+    _register_reducers()
     state: dict[str, Any] = {}
     for service, backends in _backends().items():
         accounts: dict[str, Any] = {}
@@ -43,7 +66,8 @@ def _snapshot() -> dict[str, Any]:
             for region, backend in list(regions.items()):
                 kept = backend.buckets if service == "s3" else backend._parameters
                 if kept:
-                    accounts.setdefault(account_id, {})[region] = kept
+                    # Plain dicts: moto's own containers need arguments to unpickle.
+                    accounts.setdefault(account_id, {})[region] = dict(kept)
         state[service] = accounts
     return state
 
