@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "dashboard.accounts",
     "dashboard.registry",
     "dashboard.deployments",
+    "dashboard.audit",
+    "dashboard.webhooks",
     "dashboard.devtools",
 ]
 
@@ -192,6 +194,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.deployments.tasks.deployments_resume_stale",
         "schedule": env_float("DEPLOYMENT_RESUME_EVERY_SECONDS", 30.0, minimum=1.0),
     },
+    "webhooks-dispatch-due": {
+        "task": "dashboard.webhooks.tasks.webhooks_dispatch_due",
+        "schedule": env_float("WEBHOOK_DISPATCH_EVERY_SECONDS", 15.0, minimum=1.0),
+    },
 }
 
 # --- AWS --------------------------------------------------------------------
@@ -220,6 +226,16 @@ DEPLOYMENT_POLL_SECONDS = env_float("DEPLOYMENT_POLL_SECONDS", 2.0, minimum=0.05
 DEPLOYMENT_TIMEOUT_SECONDS = env_int("DEPLOYMENT_TIMEOUT_SECONDS", 1800, minimum=10)
 DEPLOYMENT_STALE_SECONDS = env_int("DEPLOYMENT_STALE_SECONDS", 120, minimum=5)
 SERVICE_HTTP_TIMEOUT = env_float("SERVICE_HTTP_TIMEOUT", 5.0, minimum=0.1)
+
+# --- Webhooks ---------------------------------------------------------------
+# Attempts of one delivery; retry n waits BASE * 4^(n-1) seconds, at most MAX:
+# with the defaults, 8 attempts over about 23 hours.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=1.0)
+WEBHOOK_RETRY_MAX_SECONDS = env_float("WEBHOOK_RETRY_MAX_SECONDS", 12 * 3600.0, minimum=1.0)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5)
+# Receivers on the dashboard's own host: fine on a laptop, never in production.
+WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", not PRODUCTION)
 
 LOGGING = {
     "version": 1,
