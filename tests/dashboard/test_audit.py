@@ -67,7 +67,9 @@ def test_deployment_and_environment_fill_where(db: Any, personas: Any) -> None:
         "1.2",
     )
     assert event.deployment_id == deployment.pk and event.actor_name == "deployer"
-    rules = audit_record(actor=personas["admin"], action="environment_rules", environment=environment)
+    rules = audit_record(
+        actor=personas["admin"], action="environment_rules", environment=environment
+    )
     assert (rules.model_name, rules.environment_name) == ("iris", "production")
 
 
@@ -166,7 +168,11 @@ def test_refused_completion_records_nothing(client: Client, aws: str, personas: 
 def test_publish_and_delete_are_recorded(aws: str, personas: Any, tmp_path: Path) -> None:
     publish("iris", "1.0", tmp_path, created_by="seed-script")
     uploaded = AuditEvent.objects.get(action="version_upload")
-    assert (uploaded.actor_id, uploaded.actor_name, uploaded.version) == (None, "seed-script", "1.0")
+    assert (uploaded.actor_id, uploaded.actor_name, uploaded.version) == (
+        None,
+        "seed-script",
+        "1.0",
+    )
     client = Client()
     client.force_login(personas["deployer"])
     response = client.post("/models/iris/versions/1.0/delete", {"confirm": "1.0"})
@@ -265,7 +271,10 @@ def test_page_lists_newest_first_with_links(personas: Any, history: Any) -> None
         ("?user=system", ["deployment_finished"]),
         ("?since=2026-11-22", ["version_delete", "token_create"]),
         ("?until=2026-11-20", ["deployment_finished", "promote"]),
-        ("?since=2026-11-20T12:05:00Z&until=2026-11-22T12:00:00Z", ["token_create", "deployment_finished"]),
+        (
+            "?since=2026-11-20T12:05:00Z&until=2026-11-22T12:00:00Z",
+            ["token_create", "deployment_finished"],
+        ),
         ("?until=2026-11-20T12:04:59", ["promote"]),
     ],
 )

@@ -45,7 +45,7 @@ def history(personas: Any) -> dict[str, Any]:
             at(21),
             status="failed",
             requested_by=personas["admin"],
-            error="=HYPERLINK(\"http://evil\")",
+            error='=HYPERLINK("http://evil")',
             reason="@SUM(1+1)",
         ),
         "c": deploy(
@@ -56,7 +56,7 @@ def history(personas: Any) -> dict[str, Any]:
             kind="rollback",
             from_version="1.0",
             requested_by=personas["deployer"],
-            reason="-bad, \"quoted\"\nsecond line",
+            reason='-bad, "quoted"\nsecond line',
         ),
         "d": deploy(fraud, "2.0", at(23), status="succeeded", requested_by=None),
     }
@@ -117,7 +117,9 @@ def test_items_are_the_deployment_as_its_own_endpoint_shows_it(
         ("?model=unknown-model", []),
     ],
 )
-def test_filters(client: Client, personas: Any, history: Any, query: str, expected: list[str]) -> None:
+def test_filters(
+    client: Client, personas: Any, history: Any, query: str, expected: list[str]
+) -> None:
     response = get(client, query, personas["viewer"])
     assert response.status_code == 200, response.content
     assert ids(response) == [history[k].pk for k in expected]
@@ -209,11 +211,11 @@ def test_csv_has_every_page_and_the_same_rows(client: Client, personas: Any, his
 def test_csv_cells_cannot_become_formulas(client: Client, personas: Any, history: Any) -> None:
     rows = {int(r["id"]): r for r in read_csv(get(client, "?format=csv", personas["viewer"]))}
     failed = rows[history["b"].pk]
-    assert failed["error"] == "'=HYPERLINK(\"http://evil\")"
+    assert failed["error"] == '\'=HYPERLINK("http://evil")'
     assert failed["reason"] == "'@SUM(1+1)"
     rollback = rows[history["c"].pk]
     # Quotes, commas and newlines survive the CSV quoting intact.
-    assert rollback["reason"] == "'-bad, \"quoted\"\nsecond line"
+    assert rollback["reason"] == '\'-bad, "quoted"\nsecond line'
 
 
 def test_csv_streams_a_large_history_in_few_queries(
