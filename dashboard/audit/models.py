@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -78,3 +81,25 @@ class AuditEvent(models.Model):
     @property
     def where(self) -> str:
         return "/".join(p for p in (self.model_name, self.environment_name) if p)
+
+    @property
+    def detail_items(self) -> list[tuple[str, str]]:
+        """The detail as (label, text) lines for a page: a change reads
+        "old → new", a list "a, b", anything else as JSON."""
+        lines: list[tuple[str, str]] = []
+        for key, value in (self.detail or {}).items():
+            if key == "changed" and isinstance(value, dict):
+                lines.extend((f"{field}", _text(change)) for field, change in value.items())
+            else:
+                lines.append((key, _text(value)))
+        return lines
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value) or "none"
+    if isinstance(value, dict) and set(value) == {"from", "to"}:
+        return f"{_text(value['from'])} → {_text(value['to'])}"
+    return json.dumps(value, sort_keys=True)

@@ -342,3 +342,21 @@ def test_version_page_links_its_history(aws: str, personas: Any, tmp_path: Path)
 def test_csv_link_carries_the_matching_filters(personas: Any, history: Any) -> None:
     html = page(personas["viewer"], "?model=iris&user=deployer&action=promote").content.decode()
     assert "/api/deployments?format=csv&amp;model=iris&amp;requested_by=deployer" in html
+
+
+def test_detail_reads_as_changes_and_lists(personas: Any) -> None:
+    audit_record(
+        actor=personas["admin"],
+        action="webhook_update",
+        detail={
+            "changed": {
+                "events": {"from": ["deployment.failed"], "to": ["a", "b"]},
+                "active": {"from": True, "to": False},
+            },
+            "note": "x",
+        },
+    )
+    html = page(personas["viewer"]).content.decode()
+    assert "deployment.failed → a, b" in html
+    assert "true → false" in html
+    assert '<span class="muted">note</span> x' in html
