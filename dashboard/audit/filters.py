@@ -52,12 +52,19 @@ def parse_bound(value: str, *, parameter: str, end: bool) -> dt.datetime:
     return instant + dt.timedelta(microseconds=1) if end else instant
 
 
+def _bound(value: str, *, parameter: str, end: bool) -> dt.datetime:
+    try:
+        return parse_bound(value, parameter=parameter, end=end)
+    except OverflowError:  # the day after 9999-12-31
+        raise FilterError(parameter, f"{value[:40]!r} is out of range") from None
+
+
 def parse_range(
     since: str | None, until: str | None
 ) -> tuple[dt.datetime | None, dt.datetime | None]:
     """(first instant included, first instant excluded); either may be None."""
-    lower = parse_bound(since, parameter="since", end=False) if since else None
-    upper = parse_bound(until, parameter="until", end=True) if until else None
+    lower = _bound(since, parameter="since", end=False) if since else None
+    upper = _bound(until, parameter="until", end=True) if until else None
     if lower is not None and upper is not None and lower >= upper:
         raise FilterError("until", "must not be before since")
     return lower, upper
@@ -95,8 +102,10 @@ def parse_username(value: str | None, *, parameter: str) -> str | None:
     if not value:
         return None
     value = value.strip()
-    if len(value) > 150:
-        raise FilterError(parameter, "a username has at most 150 characters")
+    if len(value) > 255:
+        raise FilterError(parameter, "a username has at most 255 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise FilterError(parameter, "a username has no control characters")
     return value or None
 
 

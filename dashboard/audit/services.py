@@ -28,8 +28,19 @@ DETAIL_MAX_BYTES = 8192
 
 
 def _clip(value: Any, limit: int) -> str:
-    text = "" if value is None else str(value)
+    # PostgreSQL refuses NUL in text: drop it rather than fail the action.
+    text = "" if value is None else str(value).replace("\x00", "")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _actor(actor: Any, actor_name: str | None) -> tuple[Any, str]:
@@ -48,7 +59,7 @@ def _detail(detail: dict[str, Any] | None) -> dict[str, Any]:
     if len(encoded) > DETAIL_MAX_BYTES:
         logger.warning("audit detail of %d bytes truncated", len(encoded))
         return {"truncated": True, "excerpt": encoded[:1000]}
-    result: dict[str, Any] = json.loads(encoded)
+    result: dict[str, Any] = _without_nul(json.loads(encoded))
     return result
 
 

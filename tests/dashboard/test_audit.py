@@ -88,6 +88,14 @@ def test_long_values_are_cut_not_refused(db: Any) -> None:
     assert len(event.object_repr) == 200 and len(event.result) == 32
 
 
+def test_nul_characters_never_make_the_write_fail(db: Any) -> None:
+    event = audit_record(
+        actor=None, action="promote", reason="a\x00b", detail={"k\x00": ["x\x00y"]}
+    )
+    event.refresh_from_db()
+    assert event.reason == "ab" and event.detail == {"k": ["xy"]}
+
+
 def test_detail_is_stored_as_json_and_kept_small(db: Any) -> None:
     when = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
     event = audit_record(actor=None, action="promote", detail={"at": when, "n": 1})
@@ -300,6 +308,8 @@ def test_filter_by_deployment(personas: Any, history: Any) -> None:
         ("?since=2026-11-22&until=2026-11-21", "until"),
         ("?deployment=abc", "deployment"),
         ("?version=..", "version"),
+        ("?until=9999-12-31", "until"),
+        ("?user=a%00b", "user"),
     ],
 )
 def test_bad_filters_say_which(personas: Any, history: Any, query: str, parameter: str) -> None:

@@ -140,6 +140,9 @@ def test_filters(
         ("?page=x", "page"),
         ("?page_size=201", "page_size"),
         ("?format=xlsx", "format"),
+        ("?until=9999-12-31", "until"),
+        ("?since=2026-11-01T00:00:00%2B99:00", "since"),
+        ("?requested_by=a%00b", "requested_by"),
     ],
 )
 def test_bad_filters_are_400_naming_the_parameter(
