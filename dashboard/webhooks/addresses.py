@@ -17,8 +17,10 @@ addresses it has just checked.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -183,16 +185,23 @@ class GuardedBackend(httpcore.SyncBackend):
         raise last
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes ~0.1 s of CPU: once per process, not per
+    # attempt (an SSLContext is safe to share between threads).
+    return httpx.create_ssl_context()
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport over a connection pool that uses GuardedBackend."""
 
     def __init__(self, *, allow_loopback: bool) -> None:
-        super().__init__(trust_env=False, retries=0)
-        # httpx builds its pool without a way to pass a network backend;
-        # replacing it is the documented-by-source way in, and the tests that
-        # connect to refused addresses fail if this stops taking effect.
+        super().__init__(verify=_ssl_context(), trust_env=False, retries=0)
+        # httpx builds its pool without a way to pass a network backend, so
+        # it is replaced; the tests that connect to refused addresses fail if
+        # this ever stops taking effect.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=_ssl_context(),
             max_connections=1,
             retries=0,
             network_backend=GuardedBackend(allow_loopback=allow_loopback),
