@@ -158,3 +158,14 @@ def test_unknown_environment_or_webhook_is_404(admin: Client, env: Any, personas
 def test_wrong_methods(admin: Client, env: Any) -> None:
     assert admin.put(PAGE).status_code == 405
     assert admin.get(f"{PAGE}1/delete").status_code == 405
+
+
+def test_model_page_links_history_and_webhooks(aws: str, env: Any, personas: Any) -> None:
+    history = 'href="/audit/?model=iris&amp;environment=staging"'
+    client = Client()
+    client.force_login(personas["admin"])
+    html = client.get("/models/iris/").content.decode()
+    assert history in html and f'href="{PAGE}"' in html
+    client.force_login(personas["deployer"])
+    html = client.get("/models/iris/").content.decode()
+    assert history in html and f'href="{PAGE}"' not in html
