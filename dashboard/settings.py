@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "dashboard.accounts",
     "dashboard.registry",
     "dashboard.deployments",
+    "dashboard.audit",
+    "dashboard.webhooks",
     "dashboard.devtools",
 ]
 
@@ -196,6 +198,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.deployments.tasks.environments_watch_pointers",
         "schedule": env_float("POINTER_WATCH_EVERY_SECONDS", 60.0, minimum=1.0),
     },
+    "webhooks-dispatch-due": {
+        "task": "dashboard.webhooks.tasks.webhooks_dispatch_due",
+        "schedule": env_float("WEBHOOK_DISPATCH_EVERY_SECONDS", 15.0, minimum=1.0),
+    },
 }
 
 # --- AWS --------------------------------------------------------------------
@@ -236,6 +242,16 @@ DEPLOYMENT_RETRY_MAX_SECONDS = env_float("DEPLOYMENT_RETRY_MAX_SECONDS", 60.0, m
 SERVICE_HTTP_TIMEOUT = env_float("SERVICE_HTTP_TIMEOUT", 5.0, minimum=0.1)
 # Page views reuse an environment's live checks (SSM + /version) for this long.
 ENVIRONMENT_STATE_CACHE_SECONDS = env_float("ENVIRONMENT_STATE_CACHE_SECONDS", 10.0, minimum=0.0)
+
+# --- Webhooks ---------------------------------------------------------------
+# Attempts of one delivery; retry n waits BASE * 4^(n-1) seconds, at most MAX:
+# with the defaults, 8 attempts over about 23 hours.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=1.0)
+WEBHOOK_RETRY_MAX_SECONDS = env_float("WEBHOOK_RETRY_MAX_SECONDS", 12 * 3600.0, minimum=1.0)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5)
+# Receivers on the dashboard's own host: fine on a laptop, never in production.
+WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", not PRODUCTION)
 
 LOGGING = {
     "version": 1,

@@ -16,6 +16,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard.audit.models import AuditEvent
+from dashboard.audit.services import audit_record
 from dashboard.aws import s3
 from dashboard.aws.errors import AwsError
 from dashboard.registry.manifest import (
@@ -120,6 +122,14 @@ def version_publish(
     )
     with transaction.atomic():
         row = _upsert(info)
+        audit_record(
+            actor=None,
+            actor_name=created_by,
+            action=AuditEvent.Action.VERSION_UPLOAD,
+            model=model,
+            version=version,
+            detail={"sha256": sha256, "size": manifest.size, "via": "publish"},
+        )
     return row
 
 
@@ -332,3 +342,10 @@ def version_delete(*, version: ModelVersion, user: Any) -> None:
         s3.delete_object(bucket=settings.MODELS_BUCKET, key=key)
     logger.info("%s deleted %s %s", user.get_username(), version.model_name, version.version)
     version.delete()
+    audit_record(
+        actor=user,
+        action=AuditEvent.Action.VERSION_DELETE,
+        model=version.model_name,
+        version=version.version,
+        detail={"sha256": version.sha256, "s3_version_id": version.s3_version_id},
+    )

@@ -1,8 +1,9 @@
 """Every page URL, walked by every persona: the answer each role gets.
 
 anonymous -> sign-in redirect; outsider (signed in, no role) -> 403 on
-everything but their own settings; viewer reads; deployer also uploads,
-promotes, rolls back, refreshes and deletes; admin also the admin pages.
+everything but their own settings; viewer reads (the audit history too);
+deployer also uploads, promotes, rolls back, refreshes and deletes; admin
+also the admin pages and the environments' webhooks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from django.test import Client
 
 from dashboard.deployments.models import Deployment
+from dashboard.webhooks.services import webhook_create
 from tests.conftest import publish
 from tests.dashboard.factories import make_environment
 
@@ -68,6 +70,20 @@ ADMIN_ROLE_GET = {
     "superuser": 200,
 }
 
+def admin_only(allowed: int) -> dict[str, int]:
+    """A dashboard page for the admin role: ``allowed`` is what admins get."""
+    return {
+        "anonymous": 302,
+        "outsider": 403,
+        "viewer": 403,
+        "deployer": 403,
+        "admin": allowed,
+        "superuser": allowed,
+    }
+
+
+WEBHOOKS = "/models/iris/environments/staging/webhooks/"
+
 URLS = [
     ("get", "/models/", READ),
     ("get", "/models/iris/", READ),
@@ -88,6 +104,15 @@ URLS = [
     ("get", "/settings/", SIGNED_IN),
     ("get", "/admin/", ADMIN),
     ("get", "/admin/deployments/environment/", ADMIN),
+    ("get", "/audit/", READ),
+    ("get", "/audit/?action=promote&since=2026-01-01", READ),
+    ("get", WEBHOOKS, admin_only(200)),
+    # The generic POST body is not a webhook: admins get the form back (400).
+    ("post", WEBHOOKS, admin_only(400)),
+    ("post", WEBHOOKS + "{webhook}/update", admin_only(302)),
+    ("post", WEBHOOKS + "{webhook}/rotate", admin_only(200)),
+    ("post", WEBHOOKS + "{webhook}/test", admin_only(302)),
+    ("post", WEBHOOKS + "{webhook}/delete", admin_only(302)),
 ]
 
 
@@ -99,7 +124,10 @@ def world(aws: str, db: Any, tmp_path: Path, personas: Any) -> dict[str, Any]:
     deployment = Deployment.objects.create(
         environment=environment, to_version="1.0", pointer={}, status="succeeded"
     )
-    return {"deployment": deployment.pk}
+    webhook = webhook_create(
+        environment=environment, url="http://10.0.0.1/hook", events=["drift.detected"], actor=None
+    ).webhook
+    return {"deployment": deployment.pk, "webhook": webhook.pk}
 
 
 @pytest.mark.parametrize("persona", PERSONAS)
