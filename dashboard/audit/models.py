@@ -30,6 +30,7 @@ class AuditEvent(models.Model):
         VERSION_DELETE = "version_delete", "version deleted"
         ENVIRONMENT_RULES = "environment_rules", "environment rules changed"
         POINTER_EXTERNAL = "pointer_external", "pointer changed outside the dashboard"
+        POINTER_RESTORE = "pointer_restore", "pointer restored"
         WEBHOOK_CREATE = "webhook_create", "webhook added"
         WEBHOOK_UPDATE = "webhook_update", "webhook changed"
         WEBHOOK_DELETE = "webhook_delete", "webhook removed"

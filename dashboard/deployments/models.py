@@ -71,6 +71,11 @@ class Environment(models.Model):
         blank=True,
         help_text="The newest SSM parameter version the watcher has looked at.",
     )
+    drift_reported = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="The drift last announced (drift.detected), so each is announced once.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

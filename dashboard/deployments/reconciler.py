@@ -270,6 +270,7 @@ def _apply(deployment: Deployment, token: str, transition: Transition) -> None:
                 f"started automatically to undo #{deployment.pk}: {deployment.error}",
                 level="warning",
             )
+            notify.deployment_requested(rollback, None)
             transaction.on_commit(lambda: enqueue(rollback.pk))
         if transition.announce:
             notify.deployment_changed(deployment, transition.announce)

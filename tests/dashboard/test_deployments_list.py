@@ -23,6 +23,8 @@ def at(day: int, hour: int = 12) -> dt.datetime:
 
 
 def deploy(environment: Any, version: str, when: dt.datetime, **fields: Any) -> Deployment:
+    user = fields.get("requested_by")
+    fields.setdefault("requested_by_name", user.get_username() if user is not None else "")
     deployment = Deployment.objects.create(
         environment=environment, to_version=version, pointer={"version": version}, **fields
     )
