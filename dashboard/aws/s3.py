@@ -248,9 +248,7 @@ def iter_multipart_uploads(*, bucket: str, prefix: str) -> Iterator[MultipartUpl
         raise translate(exc, operation="ListMultipartUploads") from exc
 
 
-def presign_get_object(
-    *, bucket: str, key: str, version_id: str | None, expires_in: int
-) -> str:
+def presign_get_object(*, bucket: str, key: str, version_id: str | None, expires_in: int) -> str:
     """A URL that GETs one object version, valid for ``expires_in`` seconds: the
     validation worker downloads with it and so needs no credentials of its own."""
     params: dict[str, Any] = {"Bucket": bucket, "Key": key}

@@ -359,7 +359,7 @@ def _host_environment() -> dict[str, str]:
 def _seccomp_program() -> int:
     """Compile the policy's seccomp deny list to BPF in a memfd for ``bwrap --seccomp``."""
     try:
-        import pyseccomp as seccomp
+        import pyseccomp as seccomp  # type: ignore[import-untyped]
     except (ImportError, OSError) as exc:  # OSError: libseccomp.so.2 missing
         raise SandboxUnavailable(
             f"the seccomp filter cannot be built ({exc}); install Debian's libseccomp2"

@@ -275,7 +275,7 @@ def _load_module(name: str, path: str) -> Any:
 
 def _seccomp() -> Any:
     try:
-        import pyseccomp
+        import pyseccomp  # type: ignore[import-untyped]
     except (ImportError, OSError) as exc:
         raise Refused(
             "internal", f"the sandbox's seccomp filter cannot be installed ({exc})"

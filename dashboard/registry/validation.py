@@ -74,6 +74,7 @@ ANSWER_KINDS = frozenset(
 )
 _OUTPUT_NAME = re.compile(VERSION_NAME_PATTERN, re.ASCII)
 _OPERATOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,80}(::[A-Za-z_][A-Za-z0-9_.]{0,80})?")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 OutputShape = list[Any] | dict[str, Any]
@@ -273,6 +274,53 @@ def run_job(
         logger.info("validated %s: loads in %.2f s", job.location, result.load_seconds or 0.0)
     else:
         logger.info("validation of %s failed: %s", job.location, result.error)
+    return result
+
+
+def run_ticket(ticket: dict[str, Any]) -> dict[str, Any]:
+    """Run the job of a validation ticket (see ``services.validation_ticket_create``)
+    and return the result as plain data for the trip back through the queue."""
+    return run_job(ValidationJob.from_dict(ticket["job"])).to_dict()
+
+
+def result_from_queue(document: dict[str, Any]) -> ValidationResult:
+    """Rebuild a result that crossed the queue, re-checking every field as the
+    sandbox's answer is checked (it came from a worker that ran untrusted code).
+    A malformed one becomes an invalid result that says so."""
+    try:
+        ok = document.get("ok")
+        if not isinstance(ok, bool):
+            raise ValueError("ok is not a boolean")
+        sha256 = document.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+            raise ValueError("sha256 is not a SHA-256")
+        version = document.get("s3_version_id")
+        if version is not None and not (isinstance(version, str) and len(version) <= 1024):
+            raise ValueError("s3_version_id is not a version id")
+        mode = document.get("sandbox")
+        if mode is not None and mode not in sandbox.MODES:
+            raise ValueError("sandbox is not a sandbox mode")
+        error = document.get("error")
+        if not isinstance(error, str):
+            raise ValueError("error is not text")
+        size = _count(document.get("size"))
+        result = ValidationResult(
+            ok=ok,
+            error="" if ok else (clean_text(error) or "validation failed"),
+            sha256=sha256,
+            size=size,
+            load_seconds=_seconds(document.get("load_seconds"), "load_seconds"),
+            forward_ms=_seconds(document.get("forward_ms"), "forward_ms"),
+            parameter_count=_count(document.get("parameter_count")),
+            output_shape=_output_shape(document.get("output_shape")),
+            s3_version_id=version,
+            operators=_operators(document.get("operators")),
+            sandbox=mode,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        return _failed(f"the validation worker sent a malformed result ({exc})")
+    if result.ok and result.output_shape is None:
+        return _failed("the validation worker sent a malformed result (no output shape)")
     return result
 
 
