@@ -221,6 +221,8 @@ if VALIDATION_SANDBOX not in {"bwrap", "container", "none-dev"}:
     raise ImproperlyConfigured(
         f"VALIDATION_SANDBOX={VALIDATION_SANDBOX!r} must be 'bwrap', 'container' or 'none-dev'"
     )
+# Where bubblewrap is (default: bwrap from /usr/bin or /bin).
+VALIDATION_BWRAP = env_str("VALIDATION_BWRAP", "")
 if PRODUCTION and VALIDATION_SANDBOX == "none-dev":
     raise ImproperlyConfigured(
         "VALIDATION_SANDBOX=none-dev runs model files without any isolation and is refused in "

@@ -91,6 +91,10 @@ ALLOWED_PYTHON_TARGETS = frozenset(
 )  # fmt: skip
 
 
+class NotAnArchive(ValueError):
+    """The file is not an archive of the declared format (nothing unsafe found)."""
+
+
 class UnsafeArtifact(ValueError):
     """The archive asks its loader to run code, or calls an operator that reaches
     outside the process. ``kind`` is one of ``pickle``, ``native_code``, ``code``,
@@ -193,10 +197,14 @@ def check_pt2(source: str | IO[bytes]) -> None:
     try:
         archive = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
-        raise ValueError(f"not a zip archive ({exc})") from exc
+        raise NotAnArchive("it is not a zip archive") from exc
     with archive:
         entries = _entries(archive)
         names = set(entries)
+        if "code/__torch__.py" in names or ("data.pkl" in names and "constants.pkl" in names):
+            raise NotAnArchive("it is a TorchScript archive")
+        if "archive_format" not in names and "serialized_exported_program.json" not in names:
+            raise NotAnArchive("it has no archive_format entry")
         if "archive_format" not in names or "archive_version" not in names:
             # torch.export.load falls back to its pre-2.8 format, which loads the
             # state dict with torch.load and retries with weights_only=False.
@@ -240,7 +248,7 @@ def _entries(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     infos = archive.infolist()
     roots = {info.filename.split("/", 1)[0] for info in infos}
     if len(roots) != 1 or any("/" not in info.filename for info in infos):
-        raise UnsafeArtifact("code", "the archive's entries do not share one root folder")
+        raise NotAnArchive("its entries do not share one root folder")
     return {info.filename.split("/", 1)[1]: info for info in infos}
 
 
@@ -422,12 +430,12 @@ def check_torchscript(source: str | IO[bytes]) -> None:
     """Raise :class:`UnsafeArtifact` when the TorchScript archive's code calls a
     refused operator. Loading runs ``__setstate__`` methods, so this reads the
     code as text before anything is loaded; the graph scan after loading
-    (:func:`scripted_operators`) is the complete one. Raises ValueError when
-    ``source`` is not a zip archive."""
+    (:func:`scripted_operators`) is the complete one. Raises
+    :class:`NotAnArchive` when ``source`` is not a zip archive."""
     try:
         archive = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
-        raise ValueError(f"not a zip archive ({exc})") from exc
+        raise NotAnArchive("it is not a zip archive") from exc
     with archive:
         total = 0
         for info in archive.infolist():

@@ -89,18 +89,20 @@ def run(
     time_limit_seconds: float,
     memory_limit_mb: int,
     mode: str,
+    bwrap: str = "",
 ) -> SandboxRun:
     """Run the worker on ``artifact`` with ``arguments`` in a sandbox of ``mode``.
 
     Raises :class:`SandboxUnavailable` when the sandbox cannot be built (bwrap
     missing, namespaces refused): the caller fails the validation with it. The
     whole process tree is killed when the time limit passes or the caller is
-    interrupted.
+    interrupted. ``bwrap`` is the path of bubblewrap (VALIDATION_BWRAP; default:
+    ``bwrap`` from /usr/bin or /bin).
     """
     if mode not in MODES:
         raise SandboxUnavailable(f"unknown VALIDATION_SANDBOX {mode!r} (expected one of {MODES})")
     if mode == "bwrap":
-        require_bwrap()
+        require_bwrap(bwrap)
     elif mode == "none-dev":
         logger.warning(
             "VALIDATION_SANDBOX=none-dev: the model runs WITHOUT the sandbox, as this worker's "
@@ -118,6 +120,7 @@ def run(
         mode=mode,
         as_root=as_root,
         seccomp_fd=seccomp_fd,
+        bwrap=bwrap,
     )
     try:
         process = subprocess.Popen(
@@ -171,6 +174,7 @@ def build_command(
     mode: str,
     as_root: bool,
     seccomp_fd: int | None,
+    bwrap: str = "",
 ) -> list[str]:
     """The full command line for ``mode`` (exposed so tests and docs can show it)."""
     import json
@@ -202,11 +206,18 @@ def build_command(
     if mode != "bwrap":
         return [*prlimit, *python]
 
-    bwrap = [_tool("bwrap"), *rules["bwrap"]["flags"]]
+    command = [bwrap or _tool("bwrap"), *rules["bwrap"]["flags"]]
     if as_root:
         # No user namespace: root sets up the namespaces, keeps only what setpriv
         # needs to drop to the sandbox's uid (after which it has nothing).
-        bwrap += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        command += [
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--cap-add",
+            "CAP_SETPCAP",
+        ]
         drop = [
             _tool("setpriv"),
             f"--reuid={int(identity['uid'])}",
@@ -217,7 +228,7 @@ def build_command(
             "--",
         ]
     else:
-        bwrap += [
+        command += [
             "--unshare-user",
             "--uid",
             str(int(identity["uid"])),
@@ -227,11 +238,11 @@ def build_command(
         ]
         drop = []
     for name, value in rules["environment"].items():
-        bwrap += ["--setenv", name, str(value)]
-    bwrap += _mounts(rules["bwrap"])
+        command += ["--setenv", name, str(value)]
+    command += _mounts(rules["bwrap"])
     if seccomp_fd is not None:
-        bwrap += ["--seccomp", str(seccomp_fd)]
-    return [*bwrap, "--", *drop, *prlimit, *python]
+        command += ["--seccomp", str(seccomp_fd)]
+    return [*command, "--", *drop, *prlimit, *python]
 
 
 def _mounts(rules: dict[str, Any]) -> list[str]:
@@ -296,13 +307,15 @@ def _tool(name: str) -> str:
 
 
 @functools.cache
-def _probe(uid: int) -> str | None:
+def _probe(uid: int, path: str) -> str | None:
     """Try the namespaces once per process; return why they fail, or None."""
     del uid  # the cache key: a worker that changes uid probes again
     try:
-        bwrap = _tool("bwrap")
+        bwrap = path or _tool("bwrap")
     except SandboxUnavailable as exc:
         return str(exc)
+    if not os.access(bwrap, os.X_OK):
+        return f"bubblewrap is not installed at {bwrap}"
     flags = [*policy()["bwrap"]["flags"]]
     if os.geteuid() != 0:
         flags += ["--unshare-user", "--uid", "65534", "--gid", "65534"]
@@ -326,9 +339,9 @@ def _probe(uid: int) -> str | None:
     return None
 
 
-def require_bwrap() -> None:
+def require_bwrap(path: str = "") -> None:
     """Raise :class:`SandboxUnavailable` unless bubblewrap works on this machine."""
-    reason = _probe(os.geteuid())
+    reason = _probe(os.geteuid(), path)
     if reason is not None:
         raise SandboxUnavailable(reason)
 

@@ -154,7 +154,7 @@ def validate(args: dict[str, Any]) -> dict[str, Any]:
                     safety.check_torchscript(archive)
         except safety.UnsafeArtifact as exc:
             return failed("unsafe", exc.reason)
-        except ValueError as exc:
+        except ValueError as exc:  # NotAnArchive
             return failed("load", f"not a {FORMAT_LABELS[fmt]} archive ({exc})")
 
     logged = _LoggedException("torch.export")

@@ -361,6 +361,7 @@ def run_sandboxed(
             time_limit_seconds=time_limit_seconds,
             memory_limit_mb=memory_limit_mb,
             mode=mode,
+            bwrap=_configured_bwrap(),
         )
     except sandbox.SandboxUnavailable as exc:
         return _death(f"the validation sandbox is not available: {exc}", kind="sandbox")
@@ -394,6 +395,12 @@ def _configured_mode() -> str:
     from django.conf import settings
 
     return str(settings.VALIDATION_SANDBOX)
+
+
+def _configured_bwrap() -> str:
+    from django.conf import settings
+
+    return str(getattr(settings, "VALIDATION_BWRAP", ""))
 
 
 def _failed(error: str, *, sha256: str | None = None, size: int | None = None) -> ValidationResult:
