@@ -109,20 +109,21 @@ def run(
             "user with this machine's files and network in reach; development only"
         )
     as_root = os.geteuid() == 0
+    # The filter first: if it cannot be built, nothing has been opened yet.
+    seccomp_fd = _seccomp_program() if mode == "bwrap" else None
     artifact_fd = _open_for_sandbox(artifact, as_root=as_root and mode == "bwrap")
     answer_read, answer_write = os.pipe()
-    seccomp_fd = _seccomp_program() if mode == "bwrap" else None
     passed = [artifact_fd, answer_write, *([seccomp_fd] if seccomp_fd is not None else [])]
-    command = build_command(
-        arguments={**arguments, "artifact_fd": artifact_fd, "answer_fd": answer_write},
-        time_limit_seconds=time_limit_seconds,
-        memory_limit_mb=memory_limit_mb,
-        mode=mode,
-        as_root=as_root,
-        seccomp_fd=seccomp_fd,
-        bwrap=bwrap,
-    )
     try:
+        command = build_command(
+            arguments={**arguments, "artifact_fd": artifact_fd, "answer_fd": answer_write},
+            time_limit_seconds=time_limit_seconds,
+            memory_limit_mb=memory_limit_mb,
+            mode=mode,
+            as_root=as_root,
+            seccomp_fd=seccomp_fd,
+            bwrap=bwrap,
+        )
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -133,6 +134,9 @@ def run(
             start_new_session=True,  # one process group, killed as a whole
             pass_fds=passed,  # and no other descriptor of this worker
         )
+    except BaseException:
+        os.close(answer_read)
+        raise
     finally:
         for fd in passed:
             os.close(fd)
