@@ -61,6 +61,10 @@ FORBIDDEN_OPERATORS = {
 NETWORK_NAMESPACES = frozenset(
     {"c10d", "_c10d_functional", "_c10d_functional_autograd", "symm_mem", "_dtensor"}
 )
+# TorchScript's bound C++ classes a model may hold: the packed weights of
+# quantized and CPU-optimised kernels. Others (dist_c10d stores and process
+# groups open sockets) are refused.
+ALLOWED_CLASS_NAMESPACES = frozenset({"quantized", "xnnpack", "mkldnn", "onednn"})
 # torch.export graphs also call these higher-order operators (control flow).
 ALLOWED_HIGHER_ORDER = frozenset(
     {
@@ -109,6 +113,15 @@ class UnsafeArtifact(ValueError):
 def operator_refusal(name: str) -> UnsafeArtifact | None:
     """Return why the operator ``namespace::name`` is refused, or None if allowed."""
     namespace = name.split("::", 1)[0] if "::" in name else ""
+    if namespace == "torch.classes":
+        owner = name.split("::", 1)[1].split(".", 1)[0]
+        if owner in ALLOWED_CLASS_NAMESPACES:
+            return None
+        return UnsafeArtifact(
+            "operator",
+            f"the model uses the C++ class torch.classes.{_shown(name.split('::', 1)[1])}, "
+            "which is not allowed",
+        )
     category = FORBIDDEN_OPERATORS.get(name)
     if category == "file system":
         return UnsafeArtifact("file_system", f"the model touched the file system: it calls {name}")
@@ -446,13 +459,8 @@ def check_torchscript(source: str | IO[bytes]) -> None:
             if total > MAX_CODE_BYTES:
                 raise UnsafeArtifact("code", f"the archive's code is larger than {MAX_CODE_BYTES}")
             text = _read(archive, info, MAX_CODE_BYTES).decode("utf-8", errors="replace")
-            for match in _SCRIPT_CLASSES.finditer(text):
-                raise UnsafeArtifact(
-                    "operator",
-                    f"the model uses the C++ class torch.classes.{_shown(match.group(1))}, "
-                    "which is not allowed",
-                )
-            names = {f"{m.group(1)}::{m.group(2)}" for m in _SCRIPT_OPS.finditer(text)}
+            names = {f"torch.classes::{m.group(1)}" for m in _SCRIPT_CLASSES.finditer(text)}
+            names |= {f"{m.group(1)}::{m.group(2)}" for m in _SCRIPT_OPS.finditer(text)}
             names |= {f"aten::{m.group(1)}" for m in _SCRIPT_ATEN.finditer(text)}
             refuse_operators(names)
 

@@ -77,3 +77,16 @@ def test_a_torchscript_file_operator_is_refused_before_running(tmp_path: Path) -
         "the torchscript artifact is refused: the model touched the file system: "
         "it calls aten::from_file"
     )
+
+
+def test_quantized_models_with_packed_weights_still_load(tmp_path: Path) -> None:
+    # Their packed weights are torchbind objects (torch.classes.quantized.*),
+    # which the policy allows; other bound classes (dist_c10d stores) it refuses.
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    path = tmp_path / "quantized.pt"
+    torch.jit.save(torch.jit.script(quantized), str(path))
+
+    module = load_module(path, "torchscript")
+
+    assert tuple(module(torch.zeros(1, 4)).shape) == (1, 3)
