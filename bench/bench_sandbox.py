@@ -68,6 +68,36 @@ def measure(
     return elapsed, answer
 
 
+def setup_cost(runs: int = 30) -> tuple[float, float]:
+    """Median wall time of the sandbox's own command line around /usr/bin/true,
+    against /usr/bin/true alone (the fixed cost, free of torch's import)."""
+    import subprocess
+
+    from dashboard.registry import sandbox
+
+    command = sandbox.build_command(
+        arguments={},
+        time_limit_seconds=60,
+        memory_limit_mb=2048,
+        mode="bwrap",
+        as_root=os.geteuid() == 0,
+        seccomp_fd=None,
+    )
+    # Keep bwrap, its mounts and the uid drop; run true instead of Python.
+    wrapped = [*command[: command.index("--") + 1]]
+    rest = command[command.index("--") + 1 :]
+    if rest and rest[0].endswith("setpriv"):
+        wrapped += rest[: rest.index("--") + 1]
+    wrapped.append("/usr/bin/true")
+    timings: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(runs):
+        for label, argv in (("on", wrapped), ("off", ["/usr/bin/true"])):
+            started = time.perf_counter()
+            subprocess.run(argv, check=True, env={"PATH": "/usr/bin:/bin"})
+            timings[label].append(time.perf_counter() - started)
+    return statistics.median(timings["on"]), statistics.median(timings["off"])
+
+
 def write_section(body: str) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     lines = text.rstrip("\n").split("\n")
@@ -99,6 +129,7 @@ def main() -> int:
     from devstack.demo_model import build_demo_versions
 
     sandbox.require_bwrap()
+    fixed_on, fixed_off = setup_cost()
     work = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
     try:
         cases: list[tuple[str, Path, str, list[int], int]] = []
@@ -158,6 +189,9 @@ def main() -> int:
             "| model | sandbox on | off | cost | ratio | load (on / off) |",
             "|---|---|---|---|---|---|",
             *rows,
+            f"| sandbox setup alone (bwrap, mounts, uid drop around /usr/bin/true; median of "
+            f"30) | {fixed_on * 1000:.1f} ms | {fixed_off * 1000:.1f} ms | "
+            f"{(fixed_on - fixed_off) * 1000:+.1f} ms | {fixed_on / fixed_off:.1f}x | - |",
             "",
             "Most of a validation is starting Python and importing torch (torch.export also "
             "imports sympy); the sandbox adds setting up its namespaces and mounts, a fixed cost "
