@@ -196,7 +196,9 @@ def main() -> int:
             "Most of a validation is starting Python and importing torch (torch.export also "
             "imports sympy); the sandbox adds setting up its namespaces and mounts, a fixed cost "
             "that does not grow with the model: loading reads the same file through the same "
-            "descriptor either way.",
+            "descriptor either way. That fixed cost is the last row (tens of milliseconds); on a "
+            "shared machine the whole-validation rows vary by seconds from run to run in both "
+            "modes, so their differences there are the machine's noise, not the sandbox.",
         ]
     )
     if not args.no_write:
