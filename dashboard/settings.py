@@ -181,6 +181,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60),
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Model files are loaded only by workers of the "validation" queue, so that a
+# deployment can run them in a container of their own (docs/security.md).
+CELERY_TASK_ROUTES = {"dashboard.registry.tasks.validation_run": {"queue": "validation"}}
 CELERY_BEAT_SCHEDULE = {
     "uploads-abort-abandoned": {
         "task": "dashboard.registry.tasks.uploads_abort_abandoned",
@@ -219,6 +222,22 @@ if AWS_S3_ADDRESSING_STYLE not in {"auto", "path", "virtual"}:
 # --- Registry ---------------------------------------------------------------
 VALIDATION_TIME_LIMIT_SECONDS = env_float("VALIDATION_TIME_LIMIT_SECONDS", 300.0, minimum=5.0)
 VALIDATION_MEMORY_LIMIT_MB = env_int("VALIDATION_MEMORY_LIMIT_MB", 4096, minimum=512)
+# How a model file is isolated while it is validated (docs/security.md):
+# bwrap (bubblewrap namespaces; the default), container (the validation worker's
+# own locked-down container is the isolation, for runtimes that forbid
+# namespaces), none-dev (no isolation at all; refused in production).
+VALIDATION_SANDBOX = env_str("VALIDATION_SANDBOX", "bwrap")
+if VALIDATION_SANDBOX not in {"bwrap", "container", "none-dev"}:
+    raise ImproperlyConfigured(
+        f"VALIDATION_SANDBOX={VALIDATION_SANDBOX!r} must be 'bwrap', 'container' or 'none-dev'"
+    )
+# Where bubblewrap is (default: bwrap from /usr/bin or /bin).
+VALIDATION_BWRAP = env_str("VALIDATION_BWRAP", "")
+if PRODUCTION and VALIDATION_SANDBOX == "none-dev":
+    raise ImproperlyConfigured(
+        "VALIDATION_SANDBOX=none-dev runs model files without any isolation and is refused in "
+        "production: use bwrap, or container in a validation container without credentials"
+    )
 VERSION_DELETE_PROTECT_DAYS = env_int("VERSION_DELETE_PROTECT_DAYS", 30, minimum=0)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024**3, minimum=1)
 UPLOAD_PART_BYTES = env_int("UPLOAD_PART_BYTES", 16 * 1024**2, minimum=5 * 1024**2)

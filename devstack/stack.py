@@ -436,6 +436,10 @@ def up(ports: Ports, state_dir: Path) -> int:
                     "-A",
                     "dashboard",
                     "worker",
+                    # Both queues here; production gives "validation" a container
+                    # of its own (docker-compose.yml, docs/security.md).
+                    "--queues",
+                    "celery,validation",
                     "--loglevel",
                     "INFO",
                     "--concurrency",
