@@ -94,6 +94,12 @@ urlpatterns = [
         {"decision": "reject"},
         name="deployment-reject",
     ),
+    path(
+        "deployments/<id:deployment_id>/abort",
+        deployment_views.decide,
+        {"decision": "abort"},
+        name="deployment-abort",
+    ),
     path("audit/", audit_views.audit_page, name="audit"),
     path(
         "models/<str:model>/environments/<str:environment>/webhooks/",

@@ -24,6 +24,7 @@ class AuditEvent(models.Model):
         APPROVE = "approve", "deployment approved"
         REJECT = "reject", "deployment rejected"
         ROLLBACK = "rollback", "rollback requested"
+        ABORT = "abort", "deployment stopped"
         AUTO_ROLLBACK = "auto_rollback", "automatic rollback"
         DEPLOYMENT_FINISHED = "deployment_finished", "deployment finished"
         VERSION_UPLOAD = "version_upload", "version uploaded"

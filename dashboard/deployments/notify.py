@@ -55,6 +55,16 @@ def deployment_decided(deployment: Deployment, user: Any, *, approved: bool) -> 
     )
 
 
+def deployment_aborted(deployment: Deployment, user: Any) -> None:
+    audit_record(
+        actor=user,
+        action=AuditEvent.Action.ABORT,
+        deployment=deployment,
+        reason=deployment.abort_reason,
+        result=deployment.status,
+    )
+
+
 def deployment_changed(deployment: Deployment, event: str) -> None:
     """``event``: deployment.started, deployment.awaiting_approval ..."""
     webhooks_emit(environment=deployment.environment, event=event, deployment=deployment)

@@ -332,6 +332,52 @@ def deployment_reject(*, deployment_id: int, user: Any, reason: str = "") -> Dep
     return deployment
 
 
+def deployment_abort(*, deployment_id: int, user: Any, reason: str) -> Deployment:
+    """Stop a deployment in flight and put back what was live. A request still
+    awaiting approval is withdrawn (by its requester) or rejected instead.
+
+    The reconciler does the work at its next step: it asks the target to stop
+    its operation where the target can (ECS), or follows it to its end (App
+    Runner cannot stop one), then restores the pointer or rolls back."""
+    deployment = _awaiting(deployment_id)
+    _check_permission(user, deployment.environment)
+    reason = _clean_reason(reason, required=True, what="stopping a deployment")
+    if deployment.status == Status.AWAITING_APPROVAL:
+        if deployment.requested_by_id != getattr(user, "pk", None):
+            raise DeploymentConflict(
+                f"deployment #{deployment.pk} awaits approval: reject it instead"
+            )
+        return deployment_reject(deployment_id=deployment_id, user=user, reason=reason)
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Deployment.objects.filter(
+            pk=deployment.pk,
+            status__in=Deployment.RUNNING,
+            abort_requested_at__isnull=True,
+            outcome="",
+        ).update(
+            abort_requested_at=now,
+            abort_requested_by_name=_username(user),
+            abort_reason=reason,
+            next_step_at=now,
+        )
+        if not changed:
+            raise DeploymentConflict(
+                f"deployment #{deployment.pk} is {deployment.status}"
+                + (
+                    ", already ending"
+                    if deployment.outcome or deployment.abort_requested_at
+                    else ""
+                )
+                + ": nothing to stop"
+            )
+        deployment.refresh_from_db()
+        _event(deployment, f"{_username(user)} asked to stop it: {reason}", level="warning")
+        notify.deployment_aborted(deployment, user)
+        transaction.on_commit(lambda: enqueue(deployment.pk))
+    return deployment
+
+
 def pointer_restore(*, environment: Environment, user: Any) -> int:
     """Drift fix: write the pointer of the environment's live deployment back
     to SSM (after a change made outside the dashboard). Return the new SSM

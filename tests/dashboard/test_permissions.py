@@ -101,6 +101,7 @@ URLS = [
     ("post", "/models/iris/environments/staging/restore-pointer", DEPLOY_POST),
     ("post", "/deployments/{deployment}/approve", DEPLOY_POST),
     ("post", "/deployments/{deployment}/reject", DEPLOY_POST),
+    ("post", "/deployments/{deployment}/abort", DEPLOY_POST),
     ("post", "/models/iris/versions/2.0/delete", DEPLOY_POST),
     ("get", "/settings/", SIGNED_IN),
     ("get", "/admin/", ADMIN),
