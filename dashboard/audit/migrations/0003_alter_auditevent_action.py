@@ -4,15 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_alter_auditevent_action'),
+        ("audit", "0002_alter_auditevent_action"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('promote', 'promote requested'), ('approve', 'deployment approved'), ('reject', 'deployment rejected'), ('rollback', 'rollback requested'), ('abort', 'deployment stopped'), ('auto_rollback', 'automatic rollback'), ('deployment_finished', 'deployment finished'), ('version_upload', 'version uploaded'), ('version_delete', 'version deleted'), ('environment_rules', 'environment rules changed'), ('pointer_external', 'pointer changed outside the dashboard'), ('pointer_restore', 'pointer restored'), ('webhook_create', 'webhook added'), ('webhook_update', 'webhook changed'), ('webhook_delete', 'webhook removed'), ('webhook_rotate', 'webhook secret rotated'), ('token_create', 'API token created'), ('token_revoke', 'API token revoked')], max_length=32),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("promote", "promote requested"),
+                    ("approve", "deployment approved"),
+                    ("reject", "deployment rejected"),
+                    ("rollback", "rollback requested"),
+                    ("abort", "deployment stopped"),
+                    ("auto_rollback", "automatic rollback"),
+                    ("deployment_finished", "deployment finished"),
+                    ("version_upload", "version uploaded"),
+                    ("version_delete", "version deleted"),
+                    ("environment_rules", "environment rules changed"),
+                    ("pointer_external", "pointer changed outside the dashboard"),
+                    ("pointer_restore", "pointer restored"),
+                    ("webhook_create", "webhook added"),
+                    ("webhook_update", "webhook changed"),
+                    ("webhook_delete", "webhook removed"),
+                    ("webhook_rotate", "webhook secret rotated"),
+                    ("token_create", "API token created"),
+                    ("token_revoke", "API token revoked"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

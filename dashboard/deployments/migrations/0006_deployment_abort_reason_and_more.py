@@ -4,30 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deployments', '0005_environment_drift_reported'),
+        ("deployments", "0005_environment_drift_reported"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='deployment',
-            name='abort_reason',
+            model_name="deployment",
+            name="abort_reason",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='abort_requested_at',
-            field=models.DateTimeField(blank=True, help_text='Someone asked to stop it and put back what was live.', null=True),
+            model_name="deployment",
+            name="abort_requested_at",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="Someone asked to stop it and put back what was live.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='abort_requested_by_name',
+            model_name="deployment",
+            name="abort_requested_by_name",
             field=models.CharField(blank=True, max_length=150),
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='stop_sent_at',
-            field=models.DateTimeField(blank=True, help_text='When the target was asked to stop its operation.', null=True),
+            model_name="deployment",
+            name="stop_sent_at",
+            field=models.DateTimeField(
+                blank=True, help_text="When the target was asked to stop its operation.", null=True
+            ),
         ),
     ]
