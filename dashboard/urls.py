@@ -33,7 +33,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="models", permanent=False)),
     path("healthz", healthz),
-    path("login/", account_views.RateLimitedLoginView.as_view(), name="login"),
+    path("login/", account_views.LoginView.as_view(), name="login"),
     path("settings/", account_views.settings_page, name="settings"),
     path(
         "settings/tokens/<id:token_id>/revoke", account_views.token_revoke_view, name="token-revoke"
