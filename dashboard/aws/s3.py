@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -182,6 +183,20 @@ def presign_upload_part(
         )
     except Exception as exc:
         raise translate(exc, operation="UploadPart (presign)") from exc
+
+
+def upload_origin(*, bucket: str) -> str:
+    """The origin (scheme://host[:port]) that presigned URLs for ``bucket``
+    point at: what a browser page must be allowed to connect to. Signing is
+    local: no request is sent."""
+    try:
+        url = _s3().generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": "models/"}, ExpiresIn=60
+        )
+    except Exception as exc:
+        raise translate(exc, operation="PutObject (presign)") from exc
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def list_parts(*, bucket: str, key: str, upload_id: str) -> list[PartInfo]:

@@ -12,7 +12,7 @@ from dashboard.aws import ssm
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.live import LiveVersion, live_version
 from dashboard.deployments.models import Deployment, Environment
-from dashboard.deployments.pointer import pointer_loads
+from dashboard.deployments.pointer import PointerInvalid, pointer_parse
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,13 @@ def environment_states(
         # thread, where Django manages the connection.
         pointer, pointer_error = None, ""
         try:
-            pointer = pointer_loads(ssm.get_parameter(name=environment.ssm_parameter))
+            raw = ssm.get_parameter(name=environment.ssm_parameter)
+            pointer = pointer_parse(raw, model=environment.model_name) if raw else None
         except AwsError as exc:
-            pointer_error = str(exc)
+            pointer_error = str(exc)  # the operation and an error id, no AWS text
+        except PointerInvalid as exc:
+            # Someone wrote junk to SSM: say so, show none of it.
+            pointer_error = f"the pointer in SSM breaks the contract: {exc}"
         live = (
             live_version(base_url=environment_base_url(environment), timeout=2.0)
             if with_live

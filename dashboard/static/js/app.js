@@ -7,3 +7,12 @@ document.addEventListener("click", (event) => {
     setTimeout(() => target.classList.remove("copied"), 1200);
   });
 });
+
+// Forms that ask before they act (roll back, revoke a token): the question is
+// in data-confirm, as text. Never an inline onsubmit handler: the
+// Content-Security-Policy forbids them, and a name interpolated into
+// JavaScript is a script injection waiting to happen.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+});
