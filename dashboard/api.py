@@ -12,6 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader, SessionAuth
 from ninja.utils import check_csrf
 
+from dashboard.accounts.roles import ADMIN, user_has_role
 from dashboard.accounts.services import token_authenticate
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.apis import router as deployments_router
@@ -126,7 +127,18 @@ def _upload_error(request: HttpRequest, exc: UploadError) -> HttpResponse:
 
 @api.exception_handler(AwsError)
 def _aws_error(request: HttpRequest, exc: AwsError) -> HttpResponse:
-    return _error(request, 503 if exc.transient else 502, f"AWS call failed: {exc}")
+    # str(exc) names the operation, AWS's error code and an error id; AWS's
+    # own message (ARNs, role names) is in the log under that id, and shown
+    # to admins only.
+    extra: dict[str, Any] = {"error_id": exc.error_id or None}
+    if user_has_role(request.user, ADMIN):
+        extra["aws_detail"] = exc.detail
+    return _error(
+        request,
+        503 if exc.transient else 502,
+        f"AWS call failed: {exc}. Give the error id to an admin if it persists.",
+        **extra,
+    )
 
 
 @api.exception_handler(Http404)

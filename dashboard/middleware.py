@@ -93,3 +93,34 @@ def client_ip(request: HttpRequest) -> str:
     """The client's address as TrustedProxyMiddleware resolved it (the
     sign-in lockout counts failures per this address)."""
     return str(request.META.get("REMOTE_ADDR", ""))
+
+
+class AwsErrorPageMiddleware:
+    """A page whose AWS call failed and that did not handle it gets the
+    "AWS is not answering" page (503 for a transient failure, else 502) with
+    the operation and an error id, instead of a 500. The API has its own
+    handler (dashboard/api.py)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from django.shortcuts import render
+
+        from dashboard.aws.errors import AwsError
+
+        if not isinstance(exception, AwsError) or request.path.startswith("/api/"):
+            return None
+        return render(
+            request,
+            "problem.html",
+            {
+                "title": "AWS is not answering",
+                "message": f"The dashboard could not complete this: {exception}",
+                "error": exception,
+            },
+            status=503 if exception.transient else 502,
+        )

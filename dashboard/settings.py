@@ -72,6 +72,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "dashboard.middleware.ApiJsonErrorsMiddleware",
+    "dashboard.middleware.AwsErrorPageMiddleware",
     # Last, as django-axes asks: turns a locked-out sign-in into our 429 page.
     "axes.middleware.AxesMiddleware",
 ]

@@ -64,7 +64,11 @@ def _aws_problem(request: HttpRequest, what: str, exc: AwsError) -> HttpResponse
     return render(
         request,
         "problem.html",
-        {"title": "AWS is not answering", "message": f"Could not read {what}: {exc}"},
+        {
+            "title": "AWS is not answering",
+            "message": f"Could not read {what}: {exc}",
+            "error": exc,
+        },
         status=503 if exc.transient else 502,
     )
 
