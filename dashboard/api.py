@@ -4,15 +4,18 @@ routers. Auth: the browser session (with CSRF) or ``Authorization: Token <key>``
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader, SessionAuth
 from ninja.utils import check_csrf
 
-from dashboard.accounts.roles import ADMIN, user_has_role
+from dashboard.accounts.roles import ADMIN, VIEWER, user_has_role
 from dashboard.accounts.services import token_authenticate
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.apis import router as deployments_router
@@ -55,6 +58,31 @@ class BrowserSessionAuth(SessionAuth):
         return key
 
 
+def docs_guard(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The API's docs and OpenAPI schema are for the dashboard's users only:
+    a signed-in session or a valid token with at least the viewer role. A
+    browser with no session is sent to sign in; anything else gets 401."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            token_user = TokenAuth()(request)
+            if token_user is not None:
+                request.user = token_user
+        if not request.user.is_authenticated:
+            if "text/html" in request.headers.get("Accept", ""):
+                return redirect_to_login(request.get_full_path())
+            return JsonResponse(
+                {"detail": "authentication required: sign in or send 'Authorization: Token <key>'"},
+                status=401,
+            )
+        if not user_has_role(request.user, VIEWER):
+            return JsonResponse({"detail": f"this needs the {VIEWER} role"}, status=403)
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
 api = NinjaAPI(
     title="ModelDeck API",
     version="1",
@@ -62,6 +90,7 @@ api = NinjaAPI(
     auth=[TokenAuth(), BrowserSessionAuth()],
     openapi_url="/schema",
     docs_url="/docs",
+    docs_decorator=docs_guard,
     urls_namespace="api",
 )
 api.add_router("/models", registry_router)
