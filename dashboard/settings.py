@@ -295,7 +295,10 @@ VALIDATION_MEMORY_LIMIT_MB = env_int("VALIDATION_MEMORY_LIMIT_MB", 4096, minimum
 VERSION_DELETE_PROTECT_DAYS = env_int("VERSION_DELETE_PROTECT_DAYS", 30, minimum=0)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024**3, minimum=1)
 UPLOAD_PART_BYTES = env_int("UPLOAD_PART_BYTES", 16 * 1024**2, minimum=5 * 1024**2)
-UPLOAD_URL_EXPIRES_SECONDS = env_int("UPLOAD_URL_EXPIRES_SECONDS", 6 * 3600, minimum=60)
+# A part URL is needed from when a client is about to send that part until it
+# starts sending; clients ask for fresh ones when theirs expire (403), so a
+# leaked URL is useful to no one for long.
+UPLOAD_URL_EXPIRES_SECONDS = env_int("UPLOAD_URL_EXPIRES_SECONDS", 900, minimum=60)
 UPLOAD_ABANDON_AFTER_HOURS = env_float("UPLOAD_ABANDON_AFTER_HOURS", 24.0, minimum=0.01)
 
 # --- Deployments ------------------------------------------------------------

@@ -90,6 +90,15 @@ class AwsConflictError(AwsError):
     """The resource is in a state that forbids the call (e.g. an operation in progress)."""
 
 
+class AwsAlreadyExistsError(AwsConflictError):
+    """A conditional write (``If-None-Match: *``) found the key taken: S3's
+    412 PreconditionFailed, or 409 ConditionalRequestConflict while another
+    conditional write to the same key is under way."""
+
+
+_ALREADY_EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+
+
 def translate(exc: Exception, *, operation: str) -> AwsError:
     """Map a botocore exception to the project's error type (never raises).
 
@@ -108,6 +117,8 @@ def translate(exc: Exception, *, operation: str) -> AwsError:
             kind = AwsTransientError
         elif code in _NOT_FOUND_CODES:
             kind = AwsNotFoundError
+        elif code in _ALREADY_EXISTS_CODES:
+            kind = AwsAlreadyExistsError
         elif code in {"InvalidStateException", "ConflictException"}:
             kind = AwsConflictError
         result: AwsError = kind(
