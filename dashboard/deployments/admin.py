@@ -1,8 +1,64 @@
+from typing import Any
+
+from django import forms
+
 from dashboard.accounts.admin_site import RoleModelAdmin, site
 from dashboard.deployments.models import Deployment, Environment
+from dashboard.deployments.validators import (
+    validate_environment_name,
+    validate_service_arn,
+    validate_service_url,
+    validate_ssm_parameter_name,
+)
+from dashboard.registry.names import InvalidName, validate_model_name
+
+
+class EnvironmentForm(forms.ModelForm):
+    """Every field is checked by the rules it must follow (a name ends up in
+    URLs and pages, the parameter in IAM policies, the URL is fetched by the
+    dashboard), not only by the column's type."""
+
+    service_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        help_text=Environment._meta.get_field("service_url").help_text,
+    )
+
+    class Meta:
+        model = Environment
+        fields = (
+            "model_name",
+            "name",
+            "ssm_parameter",
+            "service_arn",
+            "service_url",
+            "requires_admin",
+            "position",
+        )
+
+    def clean_model_name(self) -> str:
+        value = self.cleaned_data["model_name"]
+        try:
+            return validate_model_name(value)
+        except InvalidName as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_name(self) -> str:
+        return validate_environment_name(self.cleaned_data["name"])
+
+    def clean_ssm_parameter(self) -> str:
+        return validate_ssm_parameter_name(self.cleaned_data["ssm_parameter"])
+
+    def clean_service_arn(self) -> str:
+        return validate_service_arn(self.cleaned_data["service_arn"])
+
+    def clean_service_url(self) -> str:
+        value = self.cleaned_data["service_url"]
+        return validate_service_url(value) if value else value
 
 
 class EnvironmentAdmin(RoleModelAdmin):
+    form = EnvironmentForm
     list_display = ("model_name", "name", "ssm_parameter", "service_arn", "requires_admin")
     list_filter = ("model_name", "requires_admin")
 
@@ -21,13 +77,13 @@ class DeploymentAdmin(RoleModelAdmin):
     )
     list_filter = ("status", "kind")
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: Any) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 
 
