@@ -122,6 +122,14 @@ def test_check_deploy_is_clean_in_production_mode() -> None:
     assert "no issues (0 silenced)" in result.stdout
 
 
+def test_check_deploy_warns_when_production_names_no_proxy() -> None:
+    result = run_check(
+        "--deploy", "--fail-level", "WARNING", SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION
+    )
+    assert result.returncode != 0
+    assert "modeldeck.W010" in result.stderr and "TRUSTED_PROXIES is empty" in result.stderr
+
+
 # Drives the production settings through Django's test client in a fresh
 # process (the settings are read once per process).
 _PRODUCTION_PROBE = """
