@@ -104,3 +104,21 @@ def test_compose_apprunner_config_is_valid() -> None:
     config = parse_config(json.loads((ROOT / "devstack" / "compose-apprunner.json").read_text()))
     assert {s.name for s in config.services} == {"iris-production", "iris-staging"}
     assert all(s.health_check_path == "/readyz" for s in config.services)
+
+
+def test_compose_requires_a_secret_key_from_the_environment() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        key = (service.get("environment") or {}).get("SECRET_KEY")
+        if key is None:
+            continue
+        # ${VAR:?message} makes compose stop with the message when VAR is unset
+        assert re.fullmatch(r"\$\{SECRET_KEY:\?[^}]+\}", key), (name, key)
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_dashboard_image_trusts_forwarded_headers_from_no_one_by_default() -> None:
+    command = " ".join(arg for w, arg in final_stage("Dockerfile.dashboard") if w == "CMD")
+    assert "forwarded-allow-ips" not in command
+    runs = " ".join(arg for w, arg in final_stage("Dockerfile.dashboard") if w == "RUN")
+    assert "not-a-secret" not in runs and "secrets.token_urlsafe" in runs
