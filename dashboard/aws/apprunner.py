@@ -28,8 +28,12 @@ def _apprunner() -> AppRunnerClient:
 
 def _translate(exc: Exception, *, operation: str) -> AwsError:
     error = translate(exc, operation=operation)
-    if error.code == "InvalidRequestException" and _BUSY_MESSAGE.search(str(error)):
-        return AwsConflictError(str(error), code=error.code, operation=operation)
+    if error.code == "InvalidRequestException" and _BUSY_MESSAGE.search(error.detail):
+        busy = AwsConflictError(
+            str(error), code=error.code, operation=operation, detail=error.detail
+        )
+        busy.error_id = error.error_id
+        return busy
     return error
 
 

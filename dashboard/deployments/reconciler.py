@@ -66,6 +66,8 @@ Step = Deployment.Step
 # How far back (on the target's clock) an operation may have started and still
 # be the one an interrupted step sent.
 START_SKEW = dt.timedelta(seconds=30)
+# A step AWS refuses (not throttles) this many times in a row fails the deployment.
+REFUSALS_BEFORE_FAILING = 3
 
 
 # --- the result of a step ------------------------------------------------------------
@@ -199,6 +201,10 @@ def _run_step(deployment: Deployment, token: str) -> Transition:
             )
         if exc.transient:
             return _retry(deployment, f"AWS did not answer ({exc}); retrying")
+        if deployment.step != Step.RESTORE and deployment.attempts + 1 >= REFUSALS_BEFORE_FAILING:
+            # Refused again and again (permissions, a bad configuration): say so
+            # now rather than at the timeout. Restoring is never given up.
+            return _failing(deployment, f"AWS refused a call: {exc}")
         return _retry(deployment, f"AWS refused a call ({exc}); retrying", level="error")
     except Exception as exc:  # a bug must not wedge the environment: log, back off, retry
         logger.exception("deployment %s: step %s crashed", deployment.pk, deployment.step)

@@ -152,7 +152,9 @@ def environment_remote_state(environment: Environment, *, fresh: bool = False) -
         pointer_error = str(exc)  # the operation and an error id, no AWS text
     except PointerInvalid as exc:
         # Someone wrote junk to SSM: say what is wrong, show none of it.
-        pointer_error = f"the pointer in SSM (version {pointer_version}) breaks the contract: {exc}"
+        pointer_error = (
+            f"the pointer in SSM breaks the contract (SSM version {pointer_version}): {exc}"
+        )
     live = live_version(base_url=environment_base_url(environment), timeout=2.0)
     state = RemoteState(pointer, pointer_version, pointer_error, live)
     if settings.ENVIRONMENT_STATE_CACHE_SECONDS > 0:

@@ -137,15 +137,34 @@ def test_the_api_gives_viewers_an_error_id_and_admins_the_detail(
             assert_no_secrets(response.content.decode())
 
 
-def test_a_failed_promote_does_not_show_aws_text(denied: None, personas: Any) -> None:
-    response = signed_in(personas, "deployer").post(
+def test_a_failed_deployment_step_does_not_show_aws_text(denied: None, personas: Any) -> None:
+    from dashboard.deployments.reconciler import deployment_advance
+
+    client = signed_in(personas, "deployer")
+    response = client.post(
         "/api/models/iris/environments/staging/promote",
         data=json.dumps({"version": "1.0"}),
         content_type="application/json",
     )
-    assert response.status_code == 502
-    assert "GetParameter failed (AccessDeniedException); error id" in response.json()["detail"]
-    assert_no_secrets(response.content.decode())
+    assert response.status_code == 202  # a request only records the deployment
+    deployment_id = response.json()["id"]
+    deployment_advance(deployment_id=deployment_id)  # its first step meets AWS's refusal
+    shown = client.get(f"/api/deployments/{deployment_id}").content.decode()
+    assert "HeadObject failed (403); error id" in shown
+    assert_no_secrets(shown)
+    page = client.get(f"/deployments/{deployment_id}/").content.decode()
+    assert "error id" in page
+    assert_no_secrets(page)
+    # Refused three times in a row: it fails at once, rather than at the timeout.
+    from dashboard.deployments.models import Deployment
+
+    Deployment.objects.filter(pk=deployment_id).update(next_step_at=None)
+    deployment_advance(deployment_id=deployment_id)
+    Deployment.objects.filter(pk=deployment_id).update(next_step_at=None)
+    deployment_advance(deployment_id=deployment_id)
+    failed = client.get(f"/api/deployments/{deployment_id}").json()
+    assert failed["status"] == "failed" and "AWS refused a call" in failed["error"]
+    assert_no_secrets(json.dumps(failed))
 
 
 def test_an_unhandled_aws_error_on_a_page_is_the_problem_page(

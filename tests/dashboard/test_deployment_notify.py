@@ -88,11 +88,9 @@ def test_drift_is_announced_once_and_the_outside_change_audited(
     )
     environments_refresh_pointers()
     assert environments_check_drift() == 0  # the seeded pointer, the service agree
-    current = json.loads(ssm.get_parameter(name="/models/iris/staging") or "{}")
-    ssm.put_parameter(
-        name="/models/iris/staging",
-        value=json.dumps(dict(current, version="1.1", sha256="e" * 64)),
-    )
+    from tests.dashboard.test_deployment_rules import pointer_of
+
+    ssm.put_parameter(name="/models/iris/staging", value=json.dumps(pointer_of("1.1")))
     assert environments_refresh_pointers() == 1
     outside = AuditEvent.objects.get(action="pointer_external")
     assert outside.version == "1.1" and outside.detail["parameter_version"] == 2

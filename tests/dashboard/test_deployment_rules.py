@@ -197,6 +197,20 @@ def test_rules_page_saves_and_refuses_junk(db: Any, personas: Any) -> None:
     assert environment.promote_role == "admin" and environment.requires_approval
 
 
+def pointer_of(version: str) -> dict[str, Any]:
+    """A real pointer to ``version`` (what someone might paste into SSM by hand)."""
+    from django.conf import settings
+
+    from dashboard.deployments.pointer import pointer_build
+    from dashboard.registry.selectors import version_get
+
+    info = version_get(model="iris", version=version)
+    assert info is not None
+    return pointer_build(
+        info=info, bucket=settings.MODELS_BUCKET, promoted_by="x", reason="", now=timezone.now()
+    )
+
+
 def wait_for(condition: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -228,7 +242,7 @@ def test_a_hand_edit_of_the_pointer_is_drift_never_adopted(
     body = client.get("/api/models/iris/environments", headers=headers).json()[0]
     assert body["drift"] is None and body["deployed_version"] == "1.1"
     # Someone edits the pointer by hand (the console, a script).
-    hand = dict(deployment.pointer, version="1.0", sha256="f" * 64, promoted_by="mallory")
+    hand = dict(pointer_of("1.0"), promoted_by="mallory")
     edited = ssm.put_parameter(name="/models/iris/staging", value=json.dumps(hand))
     assert environments_refresh_pointers() == 1
     change = PointerChange.objects.get()

@@ -140,6 +140,7 @@ def test_the_admin_form_refuses_bad_environments(personas: Any, settings: Any) -
         "ssm_parameter": "/aws/models/iris",
         "service_arn": "arn:aws:ecs:us-east-1:1:service/x",
         "service_url": "http://169.254.169.254/latest",
+        "target": "apprunner",
         "position": 0,
     }
     response = client.post("/admin/deployments/environment/add/", bad)

@@ -60,11 +60,11 @@ def test_sign_in_promote_and_watch_it_succeed(local_stack: LocalStack, page: Any
 
     production = page.locator("section[data-environment=production]")
     live_before = production.locator("dd.live").get_attribute("data-version")
-    options = production.locator("select[name=version] option").all_inner_texts()
+    options = production.locator("form.promote select[name=version] option").all_inner_texts()
     target = next(v for v in reversed(options) if v != live_before)
-    production.locator("select[name=version]").select_option(target)
-    production.locator("input[name=reason]").fill("browser test")
-    production.locator("button.primary").click()
+    production.locator("form.promote select[name=version]").select_option(target)
+    production.locator("form.promote input[name=reason]").fill("browser test")
+    production.locator("form.promote button.primary").click()
 
     page.wait_for_url("**/deployments/*/")
     status = page.locator("#deployment-status")

@@ -98,11 +98,11 @@ def test_approval_live_progress_rollback_and_drift(local_stack: LocalStack, brow
         page = deployer.open("/models/iris/")
         card = page.locator(f"section[data-environment={ENV}]")
         live_before = card.locator("dd.live").get_attribute("data-version")
-        options = card.locator("select[name=version] option").all_inner_texts()
+        options = card.locator("form.promote select[name=version] option").all_inner_texts()
         target = next(v for v in options if v != live_before)
-        card.locator("select[name=version]").select_option(target)
-        card.locator("input[name=reason]").fill("better accuracy")
-        card.locator("button.primary").click()
+        card.locator("form.promote select[name=version]").select_option(target)
+        card.locator("form.promote input[name=reason]").fill("better accuracy")
+        card.locator("form.promote button.primary").click()
         page.wait_for_url("**/deployments/*/")
         assert deployer.prompts and ENV in deployer.prompts[-1]
         assert "better accuracy" in deployer.prompts[-1]  # the confirmation shows the reason

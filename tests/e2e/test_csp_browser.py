@@ -167,12 +167,13 @@ def test_every_page_works_under_the_policy_without_a_console_error(
     rollback = page.locator("section[data-environment=staging] form.rollback")
     assert rollback.count() == 1
     question = rollback.get_attribute("data-confirm")
-    assert question and question.startswith("Roll staging back to ")
+    assert question and question.startswith("Roll staging back from ")
     asked: list[str] = []
     page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    rollback.locator("input[name=reason]").fill("csp test")
     rollback.locator("button").click()
     page.wait_for_timeout(500)
-    assert asked == [question]
+    assert asked == [question + "\n\nReason: csp test"]
     assert page.url == f"{dashboard}/models/iris/"
     collect(page, watch)
 
