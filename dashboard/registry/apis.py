@@ -7,13 +7,20 @@ from typing import Any, Literal
 
 from django.http import Http404, HttpRequest
 from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
 from pydantic import Field
 
 from dashboard.accounts.permissions import api_require_role
 from dashboard.accounts.roles import DEPLOYER, VIEWER
 from dashboard.deployments.selectors import environment_list, environment_states, serving_map
 from dashboard.registry.names import validate_model_name
-from dashboard.registry.selectors import model_exists, model_list, version_as_dict, version_page
+from dashboard.registry.selectors import (
+    InvalidCursor,
+    model_exists,
+    model_list,
+    version_as_dict,
+    version_page,
+)
 from dashboard.registry.uploads import (
     upload_cancel as cancel_upload,
 )
@@ -64,8 +71,14 @@ class VersionPage(Schema):
     items: list[VersionOut]
     page: int
     page_size: int
-    total: int
+    total: int = Field(
+        ..., description="matching versions; a search stops counting at 10000 (total_exact false)"
+    )
+    total_exact: bool
     pages: int
+    next: str | None = Field(
+        None, description="cursor of the next page (pass it as `cursor`); null on the last page"
+    )
 
 
 class VersionQuery(Schema):
@@ -77,6 +90,12 @@ class VersionQuery(Schema):
         None, max_length=100, description="text in version, notes, author, sha256"
     )
     sort: Literal["newest", "oldest", "version", "-version", "size", "-size"] = "newest"
+    cursor: str | None = Field(
+        None,
+        max_length=400,
+        description="`next` of the previous answer: the page after it, as fast at any depth "
+        "(`page` is then only echoed back)",
+    )
 
 
 def model_or_404(model: str) -> str:
@@ -117,21 +136,27 @@ def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> d
     only: list[str] | None = None
     if params.environment is not None:
         only = [v for v, envs in serving.items() if params.environment in envs]
-    page = version_page(
-        model=model,
-        page=params.page,
-        page_size=params.page_size,
-        status=params.status,
-        versions=only,
-        q=params.q,
-        sort=params.sort,
-    )
+    try:
+        page = version_page(
+            model=model,
+            page=params.page,
+            page_size=params.page_size,
+            status=params.status,
+            versions=only,
+            q=params.q,
+            sort=params.sort,
+            after=params.cursor,
+        )
+    except InvalidCursor as exc:
+        raise HttpError(400, str(exc)) from exc
     return {
         "items": [version_as_dict(v, environments=serving.get(v.version, [])) for v in page.items],
         "page": page.page,
         "page_size": page.page_size,
         "total": page.total,
+        "total_exact": page.total_exact,
         "pages": page.pages,
+        "next": page.next_cursor,
     }
 
 
