@@ -196,7 +196,10 @@ def refresh(request: HttpRequest, model: str) -> HttpResponse:
         messages.success(
             request,
             f"Synced from S3: {report.created} new, {report.updated} changed, "
-            f"{report.deleted} removed, {report.unchanged} unchanged.",
+            f"{report.deleted} removed, {report.unchanged} unchanged."
+            + (
+                f" A worker is reading the manifests of {report.pending}." if report.pending else ""
+            ),
         )
     return redirect("model", model=model)
 
