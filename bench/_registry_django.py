@@ -211,9 +211,13 @@ def sync(aws_pid: int | None) -> dict[str, Any]:
     describe_seconds = time.perf_counter() - started
     aws_cpu_worker = (_cpu_seconds(aws_pid) - aws_cpu_worker) if aws_pid else 0.0
 
+    second_cpu = time.process_time()
+    aws_cpu_second = _cpu_seconds(aws_pid) if aws_pid else 0.0
     started = time.perf_counter()
     second = services.registry_sync()
     second_seconds = time.perf_counter() - started
+    second_cpu = time.process_time() - second_cpu
+    aws_cpu_second = (_cpu_seconds(aws_pid) - aws_cpu_second) if aws_pid else 0.0
     return {
         "first_seconds": first_seconds,
         "first": first.__dict__,
@@ -233,6 +237,8 @@ def sync(aws_pid: int | None) -> dict[str, Any]:
         "validations_queued": queued["tasks"],
         "describe_aws_cpu_seconds": aws_cpu_worker,
         "second_seconds": second_seconds,
+        "second_cpu_seconds": second_cpu,
+        "second_aws_cpu_seconds": aws_cpu_second,
         "second": second.__dict__,
         "rows": ModelVersion.objects.count(),
         "validating": ModelVersion.objects.filter(status="validating").count(),

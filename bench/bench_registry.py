@@ -781,7 +781,10 @@ def report(data: dict[str, Any]) -> str:
         f"worker's two processes would): {sync['describe_requests']} S3 requests (a manifest "
         f"GET each, 16 threads per batch), queueing the {sync['validations_queued']} "
         f"validations through one producer per batch {sync['describe_enqueue_seconds']:.1f} s "
-        f"(summed over batches), moto's CPU {sync['describe_aws_cpu_seconds']:.1f} s."
+        f"(summed over batches), moto's CPU {sync['describe_aws_cpu_seconds']:.1f} s. "
+        f"The re-sync: CPU of the sync's process {sync['second_cpu_seconds']:.1f} s, moto's "
+        f"{sync['second_aws_cpu_seconds']:.1f} s (the listing is nearly all of it; on a busy "
+        "machine the wall time is mostly waiting for a CPU)."
     )
     creation = data["mlflow_db"]
     seed = data["seed"]

@@ -12,7 +12,7 @@ machine, on 127.0.0.1 only:
   the models bucket set up as the contract says;
 - "browser flow": the HTTP calls static/js/upload.js makes, made with httpx:
   ``POST /api/models/<m>/uploads``, then each part PUT to its presigned URL,
-  four at a time, the file read in order one part ahead and hashed (SHA-256)
+  six at a time, the file read in order one part ahead and hashed (SHA-256)
   on the way, then ``POST .../uploads/<id>/complete`` with the digest;
 - baseline, in the same run against the same moto server: boto3's
   ``upload_file`` of the same file with the default TransferConfig;
@@ -59,7 +59,7 @@ from bench._registry_stack import (  # noqa: E402
 )
 
 MODEL = "bench"
-PARALLEL = 4  # upload.js's PARALLEL
+PARALLEL = 6  # upload.js's PARALLEL
 MIB = 1024 * 1024
 TITLE = "Browser upload (bench_upload.py)"
 

@@ -164,10 +164,11 @@ def _decode_value(field: str, value: Any) -> Any:
             raise InvalidCursor("cursor is not valid")
         return parsed
     if field in {"id", "size"}:
-        if not isinstance(value, int) or isinstance(value, bool):
+        # Within a 64-bit column: a database refuses (or errs on) larger numbers.
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) >= 2**63:
             raise InvalidCursor("cursor is not valid")
         return value
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "\x00" in value or len(value) > 200:
         raise InvalidCursor("cursor is not valid")
     return value
 

@@ -154,7 +154,24 @@ def test_offset_pages_still_work_and_totals_come_from_the_counts(db: Any) -> Non
 
 def test_cursors_are_checked(db: Any) -> None:
     [row] = rows("iris", 1)
-    for bad in ("garbage!", "W10", "WyJuZXdlc3QiLDFd", cursor_for(row, "size") + "x"):
+    import base64
+
+    def forged(*values: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode()
+
+    for bad in (
+        "garbage!",
+        "W10",
+        "WyJuZXdlc3QiLDFd",
+        cursor_for(row, "size") + "x",
+        forged("size", 10**30, 1),
+        forged("size", 1, True),
+        forged("version", "a\x00b"),
+        forged("newest", "2026-01-01T00:00:00", 1),  # no zone
+        forged("newest", "yesterday", 1),
+        forged("newest", 5, 1),
+        forged("oldest", None, None),
+    ):
         with pytest.raises(InvalidCursor):
             version_page(model="iris", after=bad)
     with pytest.raises(InvalidCursor, match="another sort"):

@@ -8,8 +8,9 @@
 //   copies nothing. PARALLEL parts are in flight, as many as Chromium opens
 //   connections to one host.
 // - The SHA-256 of the whole file is computed at the same time in a Web Worker
-//   (static/js/upload-hash.js, with hash-wasm), reading the file once in order,
-//   so hashing takes no time from the page or from the uploads' own thread.
+//   (static/js/upload-hash.js: the browser's native SHA-256 for files up to
+//   512 MiB, hash-wasm chunk by chunk above), reading the file once, so hashing
+//   takes no time from the page or from the uploads' own thread.
 //   The server re-checks it against what S3 really holds.
 // - An upload survives a dropped connection or a closed tab: localStorage
 //   remembers it, and picking the same file for the same version again asks S3
@@ -22,6 +23,12 @@
 
   const PARALLEL = 6; // Chromium's limit of connections per host (HTTP/1.1)
   const HASH_CHUNK_BYTES = 8 * 1024 * 1024;
+  // Files up to this size are hashed in one go by the browser's native SHA-256
+  // (see upload-hash.js), which holds the file in memory meanwhile. The form
+  // may lower it (data-hash-whole-file-bytes; the browser tests use 0 to take
+  // the other way).
+  const wholeFileBytes = () => (form.dataset.hashWholeFileBytes !== undefined
+    ? Number(form.dataset.hashWholeFileBytes) : 512 * 1024 * 1024);
   const RETRIES = 3; // per part, after the first attempt
   const BACKOFF_MS = 1000; // doubled on each retry
   const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -203,7 +210,8 @@
         finish();
         reject(new Error(event.message || "the hashing worker failed"));
       };
-      worker.postMessage({ file, library: hashLibraryUrl, chunkBytes: HASH_CHUNK_BYTES });
+      worker.postMessage({ file, library: hashLibraryUrl, chunkBytes: HASH_CHUNK_BYTES,
+        wholeFileBytes: wholeFileBytes() });
     });
   }
 
