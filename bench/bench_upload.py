@@ -2,6 +2,7 @@
 "Browser upload" part of the "Registry" section of docs/benchmarks.md.
 
     .venv/bin/python bench/bench_upload.py [--mib 1024] [--rounds 3] [--no-write]
+                                           [--chromium-mib 256] [--chromium-rounds 5]
 
 ``BENCH_QUICK=1`` shrinks the file to 256 MiB. Everything runs on this
 machine, on 127.0.0.1 only:
@@ -19,7 +20,13 @@ machine, on 127.0.0.1 only:
 - control: the browser flow's S3 calls made directly, without the dashboard,
   which shows how much of any difference is the dashboard's.
 
-The three take turns for ``--rounds`` rounds, each round in another order, and
+- in Chromium (Debian's, through Playwright), a ``--chromium-mib`` file picked
+  in the upload page: the page's own flow (static/js/upload.js) against plain
+  parallel ``fetch`` PUTs of the same parts from the same page, between the
+  same start and complete API calls, ``--chromium-rounds`` rounds alternating
+  who goes first (the ratio the browser upload is judged by).
+
+The first three take turns for ``--rounds`` rounds, each round in another order, and
 every uploaded object is deleted (all versions) before the next upload, so
 each meets moto holding the same data. Each is timed from its first request to
 the last answer. Memory: the gunicorn worker's resident set before the first
@@ -289,6 +296,16 @@ async ([version, sha256, aws]) => {
 """
 
 
+def chromium_version() -> str:
+    import subprocess
+
+    result = subprocess.run(
+        ["/usr/bin/chromium", "--version"], capture_output=True, text=True, check=False
+    )
+    words = result.stdout.split()
+    return " ".join(words[:2]) if words else "chromium"
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -504,6 +521,7 @@ def main() -> int:
     parser.add_argument(
         "--chromium-mib", type=int, default=256, help="file size in Chromium (0: skip)"
     )
+    parser.add_argument("--chromium-rounds", type=int, default=5)
     args = parser.parse_args()
     started = time.perf_counter()
     size = args.mib * MIB
@@ -569,7 +587,8 @@ def main() -> int:
             small = stack.root / "chromium.pt"
             make_file(small, args.chromium_mib * MIB)
             print(f"in Chromium: a {args.chromium_mib} MiB file", flush=True)
-            data["chromium"] = chromium_uploads(stack, password, small, args.rounds)
+            data["chromium"] = chromium_uploads(stack, password, small, args.chromium_rounds)
+            data["chromium_version"] = chromium_version()
             data["chromium_size"] = args.chromium_mib * MIB
     text = report(data)
     print(text)

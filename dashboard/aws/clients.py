@@ -73,7 +73,7 @@ def fast_timestamp(value: Any) -> dt.datetime:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
             return parsed
-    return DEFAULT_TIMESTAMP_PARSER(value)  # type: ignore[no-any-return]
+    return DEFAULT_TIMESTAMP_PARSER(value)
 
 
 def reset_clients() -> None:
