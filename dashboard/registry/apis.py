@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from django.http import Http404, HttpRequest
+import orjson
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
@@ -32,6 +34,8 @@ from dashboard.registry.uploads import (
 )
 
 router = Router(tags=["models"])
+# Times as the rest of the API writes them (DjangoJSONEncoder: "…T10:39:00Z").
+_JSON = DjangoJSONEncoder()
 
 
 class EnvironmentSummary(Schema):
@@ -129,7 +133,7 @@ def models(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @router.get("/{model}/versions", response=VersionPage, summary="Versions of a model, newest first")
-def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> dict[str, Any]:
+def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> HttpResponse:
     api_require_role(request, VIEWER)
     model_or_404(model)
     serving = serving_map(model=model)
@@ -149,7 +153,7 @@ def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> d
         )
     except InvalidCursor as exc:
         raise HttpError(400, str(exc)) from exc
-    return {
+    body = {
         "items": [version_as_dict(v, environments=serving.get(v.version, [])) for v in page.items],
         "page": page.page,
         "page_size": page.page_size,
@@ -158,6 +162,13 @@ def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> d
         "pages": page.pages,
         "next": page.next_cursor,
     }
+    # Written out here rather than checked item by item against VersionPage
+    # (still the documented answer): that check was half of a 100-row page's
+    # time, for dicts built from the typed row a line above.
+    return HttpResponse(
+        orjson.dumps(body, default=_JSON.default, option=orjson.OPT_PASSTHROUGH_DATETIME),
+        content_type="application/json; charset=utf-8",
+    )
 
 
 # --- Uploads -------------------------------------------------------------------

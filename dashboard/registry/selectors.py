@@ -135,7 +135,8 @@ def version_queryset(
 
     ``q`` matches a substring of the version name, notes, author or SHA-256,
     ignoring case."""
-    qs = ModelVersion.objects.filter(model_name=model)
+    # Lists never show the folder's file list or the search text: not read.
+    qs = ModelVersion.objects.filter(model_name=model).defer("files", "search")
     if status:
         qs = qs.filter(status=status)
     if versions is not None:

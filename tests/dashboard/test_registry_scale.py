@@ -225,6 +225,11 @@ def test_versions_api_pages_by_cursor(db: Any, personas: Any) -> None:
     url = "/api/models/iris/versions?page_size=3"
     body = client.get(url, headers=headers).json()
     assert (body["total"], body["total_exact"], body["pages"]) == (7, True, 3)
+    # The answer is written without a per-item check: it must still be the
+    # documented one, field for field.
+    from dashboard.registry.apis import VersionPage
+
+    assert VersionPage.model_validate(body).model_dump(mode="json") == body
     seen = [v["version"] for v in body["items"]]
     while body["next"]:
         body = client.get(f"{url}&cursor={body['next']}", headers=headers).json()
