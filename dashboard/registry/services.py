@@ -302,6 +302,8 @@ def registry_sync(*, model: str | None = None) -> SyncReport:
             )
     if requeue:
         logger.warning("queueing again %d folders whose manifest was never read", len(requeue))
+        # Marked, so the next sync waits another DESCRIBE_REQUEUE_AFTER for them.
+        ModelVersion.objects.filter(pk__in=requeue).update(synced_at=timezone.now())
         _send(
             [
                 (registry_describe, (requeue[i : i + DESCRIBE_BATCH],))
