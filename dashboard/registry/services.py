@@ -469,8 +469,8 @@ def version_validate(*, version_id: int) -> ModelVersion | None:
         validation=result.to_dict(),
         validated_at=timezone.now(),
     )
-    row.refresh_from_db()
-    return row
+    # Deleted meanwhile (a sync saw its folder go): nothing left to return.
+    return ModelVersion.objects.filter(pk=row.pk).first()
 
 
 def version_hash(*, version_id: int) -> ModelVersion | None:
@@ -489,8 +489,7 @@ def version_hash(*, version_id: int) -> ModelVersion | None:
             size=result.size or row.size,
             s3_version_id=row.s3_version_id or result.s3_version_id or "",
         )
-    row.refresh_from_db()
-    return row
+    return ModelVersion.objects.filter(pk=row.pk).first()
 
 
 class VersionDeleteRefused(ValueError):
