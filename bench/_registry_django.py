@@ -45,9 +45,15 @@ def version_name(i: int) -> str:
     return f"2026.{i:05d}"
 
 
-def seed(model: str, count: int) -> dict[str, Any]:
+def seed(
+    model: str, count: int, invalid_every: int = 0, environments: bool = False
+) -> dict[str, Any]:
     """``count`` indexed, validated versions of ``model``, as the sync would
-    have written them, inserted with bulk_create."""
+    have written them, inserted with bulk_create. With ``invalid_every`` N,
+    every Nth version (counting from 7) is invalid instead, so that a status
+    filter has a rare status to find. With ``environments``, the model gets a
+    staging and a production environment serving two of its versions (their
+    services' URLs refuse connections at once: nothing answers there)."""
     from django.utils import timezone
 
     from dashboard.registry.models import ModelVersion
@@ -77,13 +83,37 @@ def seed(model: str, count: int) -> dict[str, Any]:
                 notes=f"nightly build {i}",
                 metrics={"accuracy": round(0.9 + (i % 100) / 1000, 3)},
                 has_manifest=True,
-                status=ModelVersion.Status.VALID,
+                status=(
+                    ModelVersion.Status.INVALID
+                    if invalid_every and i % invalid_every == 7
+                    else ModelVersion.Status.VALID
+                ),
                 validation={"load_ms": 12.5, "forward_ms": 0.4, "parameters": 35},
                 validated_at=now,
             )
         )
-    ModelVersion.objects.bulk_create(rows, batch_size=1000)
-    return {"rows": count, "seconds": time.perf_counter() - started}
+    ModelVersion.objects.bulk_create(rows, batch_size=2000)
+    seconds = time.perf_counter() - started
+    if environments:
+        from dashboard.deployments.services import environment_ensure
+
+        for position, (name, version) in enumerate(
+            (("staging", version_name(count)), ("production", version_name(count - 10)))
+        ):
+            environment = environment_ensure(
+                model=model,
+                name=name,
+                ssm_parameter=f"/models/{model}/{name}",
+                service_arn=(
+                    f"arn:aws:apprunner:us-east-1:000000000000:service/{model}-{name}/"
+                    "0123456789abcdef0123456789abcdef"
+                ),
+                service_url="http://127.0.0.1:9",
+                position=position,
+            )
+            environment.promoted_version = version
+            environment.save(update_fields=["promoted_version"])
+    return {"rows": count, "seconds": seconds}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -94,10 +124,15 @@ def _cpu_seconds(pid: int) -> float:
 def sync(aws_pid: int | None) -> dict[str, Any]:
     """Time ``registry_sync()`` twice: the first indexes every folder, the
     second finds nothing changed. For the first, also where the time went:
-    the S3 listing (``scan``), describing folders (``describe``, in threads;
-    the wall time from the first to the last), writing rows (``_upsert``),
-    queueing Celery tasks (``_safe_delay``); how many S3 requests were made;
-    and the CPU seconds used by this process and by the S3 server."""
+    the S3 listing (``scan``), writing rows (``_create``/``_refresh``),
+    queueing Celery tasks (``_send``); how many S3 requests were made; and the
+    CPU seconds used by this process and by the S3 server.
+
+    Then what a worker does next, here in this process: read every pending
+    manifest (``versions_describe``, batch by batch, two batches at a time as
+    the worker's two processes would) and queue the validations."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from dashboard.aws.clients import client
     from dashboard.registry import services
     from dashboard.registry.models import ModelVersion
@@ -107,7 +142,7 @@ def sync(aws_pid: int | None) -> dict[str, Any]:
         "before-send.s3", lambda **_: requests.__setitem__("count", requests["count"] + 1)
     )
     phases: dict[str, float] = {"scan": 0.0, "enqueue": 0.0, "index": 0.0}
-    window = {"first": float("inf"), "last": 0.0}
+    queued = {"tasks": 0}
 
     def timed(name: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -115,24 +150,23 @@ def sync(aws_pid: int | None) -> dict[str, Any]:
             try:
                 return fn(*args, **kwargs)
             finally:
-                ended = time.perf_counter()
-                if name == "describe":
-                    window["first"] = min(window["first"], started)
-                    window["last"] = max(window["last"], ended)
-                else:
-                    phases[name] += ended - started
+                phases[name] += time.perf_counter() - started
+
+        return wrapper
+
+    def counted(fn: Any) -> Any:
+        def wrapper(messages: list[Any]) -> Any:
+            queued["tasks"] += len(messages)
+            return fn(messages)
 
         return wrapper
 
     # The sync looks these up in its module at call time; wrapping them there
     # times each phase without changing what the sync does.
-    for name in ("scan", "describe"):
-        if hasattr(services, name):
-            setattr(services, name, timed(name, getattr(services, name)))
-    if hasattr(services, "_safe_delay"):
-        services._safe_delay = timed("enqueue", services._safe_delay)
-    if hasattr(services, "_upsert"):
-        services._upsert = timed("index", services._upsert)
+    services.scan = timed("scan", services.scan)
+    services._create = timed("index", services._create)
+    services._refresh = timed("index", services._refresh)
+    services._send = timed("enqueue", counted(services._send))
 
     class PoolFull(logging.Handler):
         """Counts urllib3's "Connection pool is full, discarding connection":
@@ -156,27 +190,82 @@ def sync(aws_pid: int | None) -> dict[str, Any]:
     aws_cpu = (_cpu_seconds(aws_pid) - aws_cpu) if aws_pid else 0.0
     first_requests = requests["count"]
     first_phases = dict(phases)
-    describe = max(0.0, window["last"] - window["first"]) if window["last"] else 0.0
+    first_tasks = queued["tasks"]
+
+    pending = list(
+        ModelVersion.objects.filter(manifest_pending=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    batches = [
+        pending[i : i + services.DESCRIBE_BATCH]
+        for i in range(0, len(pending), services.DESCRIBE_BATCH)
+    ]
+    phases["enqueue"] = 0.0
+    queued["tasks"] = 0
+    requests["count"] = 0
+    aws_cpu_worker = _cpu_seconds(aws_pid) if aws_pid else 0.0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        described = sum(pool.map(lambda ids: services.versions_describe(version_ids=ids), batches))
+    describe_seconds = time.perf_counter() - started
+    aws_cpu_worker = (_cpu_seconds(aws_pid) - aws_cpu_worker) if aws_pid else 0.0
+
+    second_cpu = time.process_time()
+    aws_cpu_second = _cpu_seconds(aws_pid) if aws_pid else 0.0
     started = time.perf_counter()
     second = services.registry_sync()
     second_seconds = time.perf_counter() - started
+    second_cpu = time.process_time() - second_cpu
+    aws_cpu_second = (_cpu_seconds(aws_pid) - aws_cpu_second) if aws_pid else 0.0
     return {
         "first_seconds": first_seconds,
         "first": first.__dict__,
         "phases": {
             **first_phases,
-            "describe": describe,
-            "rest": max(0.0, first_seconds - describe - sum(first_phases.values())),
+            "rest": max(0.0, first_seconds - sum(first_phases.values())),
         },
+        "first_tasks": first_tasks,
         "pool_full": PoolFull.count,
         "s3_requests": first_requests,
         "cpu_seconds": cpu,
         "aws_cpu_seconds": aws_cpu,
+        "describe_seconds": describe_seconds,
+        "described": described,
+        "describe_requests": requests["count"],
+        "describe_enqueue_seconds": phases["enqueue"],
+        "validations_queued": queued["tasks"],
+        "describe_aws_cpu_seconds": aws_cpu_worker,
         "second_seconds": second_seconds,
+        "second_cpu_seconds": second_cpu,
+        "second_aws_cpu_seconds": aws_cpu_second,
         "second": second.__dict__,
         "rows": ModelVersion.objects.count(),
         "validating": ModelVersion.objects.filter(status="validating").count(),
     }
+
+
+def analyze() -> dict[str, Any]:
+    """Refresh PostgreSQL's statistics after a bulk seed (autovacuum would
+    soon); SQLite is left as a fresh local database would be."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE registry_modelversion")
+    return {"vendor": connection.vendor}
+
+
+def dbversion() -> dict[str, Any]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SHOW server_version"
+            if connection.vendor == "postgresql"
+            else "SELECT sqlite_version()"
+        )
+        return {"version": str(cursor.fetchone()[0]).split()[0]}
 
 
 def main() -> int:
@@ -187,6 +276,10 @@ def main() -> int:
     p = sub.add_parser("seed")
     p.add_argument("--model", required=True)
     p.add_argument("--count", type=int, required=True)
+    p.add_argument("--invalid-every", type=int, default=0)
+    p.add_argument("--environments", action="store_true")
+    sub.add_parser("analyze")
+    sub.add_parser("dbversion")
     p = sub.add_parser("sync")
     p.add_argument("--aws-pid", type=int, default=None)
     args = parser.parse_args()
@@ -194,7 +287,11 @@ def main() -> int:
     if args.command == "users":
         result = users(args.password)
     elif args.command == "seed":
-        result = seed(args.model, args.count)
+        result = seed(args.model, args.count, args.invalid_every, args.environments)
+    elif args.command == "analyze":
+        result = analyze()
+    elif args.command == "dbversion":
+        result = dbversion()
     else:
         result = sync(args.aws_pid)
     print(json.dumps(result))

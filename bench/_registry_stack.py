@@ -147,6 +147,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict, init=False)
     aws_url: str = field(default="", init=False)
     dashboard_url: str = field(default="", init=False)
+    urls: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=self.prefix))
@@ -296,11 +297,23 @@ class Stack:
             raise RuntimeError(f"_registry_django.py {' '.join(args)} failed:\n{result.stderr}")
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    def start_dashboard(self, *, workers: int = 1, threads: int = 4) -> Service:
-        """gunicorn serving dashboard.wsgi, as the local stack runs it."""
-        port = int(self.env.get("MODELDECK_DASHBOARD_PORT") or free_port())
+    def start_dashboard(
+        self,
+        *,
+        workers: int = 1,
+        threads: int = 4,
+        name: str = "web",
+        env: dict[str, str] | None = None,
+    ) -> Service:
+        """gunicorn serving dashboard.wsgi, as the local stack runs it. With
+        ``env`` (overrides, e.g. another DATABASE_URL), a second dashboard on
+        a free port; its URL is ``self.urls[name]``."""
+        if env is None:
+            port = int(self.env.get("MODELDECK_DASHBOARD_PORT") or free_port())
+        else:
+            port = free_port()
         web = self.start(
-            "web",
+            name,
             [
                 PYTHON,
                 "-m",
@@ -317,9 +330,13 @@ class Stack:
                 "--timeout",
                 "300",
             ],
+            env={**self.env, **env} if env is not None else None,
         )
-        self.dashboard_url = f"http://127.0.0.1:{port}"
-        self.wait(web, lambda: http_ok(self.dashboard_url + "/healthz"), 60)
+        url = f"http://127.0.0.1:{port}"
+        self.urls[name] = url
+        if env is None:
+            self.dashboard_url = url
+        self.wait(web, lambda: http_ok(url + "/healthz"), 60)
         return web
 
     def worker_pids(self, web: Service) -> list[int]:

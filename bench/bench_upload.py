@@ -2,6 +2,7 @@
 "Browser upload" part of the "Registry" section of docs/benchmarks.md.
 
     .venv/bin/python bench/bench_upload.py [--mib 1024] [--rounds 3] [--no-write]
+                                           [--chromium-mib 256] [--chromium-rounds 5]
 
 ``BENCH_QUICK=1`` shrinks the file to 256 MiB. Everything runs on this
 machine, on 127.0.0.1 only:
@@ -12,14 +13,20 @@ machine, on 127.0.0.1 only:
   the models bucket set up as the contract says;
 - "browser flow": the HTTP calls static/js/upload.js makes, made with httpx:
   ``POST /api/models/<m>/uploads``, then each part PUT to its presigned URL,
-  four at a time, the file read in order one part ahead and hashed (SHA-256)
+  six at a time, the file read in order one part ahead and hashed (SHA-256)
   on the way, then ``POST .../uploads/<id>/complete`` with the digest;
 - baseline, in the same run against the same moto server: boto3's
   ``upload_file`` of the same file with the default TransferConfig;
 - control: the browser flow's S3 calls made directly, without the dashboard,
   which shows how much of any difference is the dashboard's.
 
-The three take turns for ``--rounds`` rounds, each round in another order, and
+- in Chromium (Debian's, through Playwright), a ``--chromium-mib`` file picked
+  in the upload page: the page's own flow (static/js/upload.js) against plain
+  parallel ``fetch`` PUTs of the same parts from the same page, between the
+  same start and complete API calls, ``--chromium-rounds`` rounds alternating
+  who goes first (the ratio the browser upload is judged by).
+
+The first three take turns for ``--rounds`` rounds, each round in another order, and
 every uploaded object is deleted (all versions) before the next upload, so
 each meets moto holding the same data. Each is timed from its first request to
 the last answer. Memory: the gunicorn worker's resident set before the first
@@ -52,13 +59,14 @@ from bench._registry_doc import table, write_subsection  # noqa: E402
 from bench._registry_stack import (  # noqa: E402
     BUCKET,
     Stack,
+    ensure_debian_package,
     free_port,
     read_proc_status,
     reset_peak_rss,
 )
 
 MODEL = "bench"
-PARALLEL = 4  # upload.js's PARALLEL
+PARALLEL = 6  # upload.js's PARALLEL
 MIB = 1024 * 1024
 TITLE = "Browser upload (bench_upload.py)"
 
@@ -222,6 +230,148 @@ def bare_flow(stack: Stack, path: Path, key: str, part_size: int) -> dict[str, f
     return {"seconds": ended - started, "complete_seconds": ended - sent}
 
 
+# --- In Chromium --------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+# Clicks Upload and resolves when the page says the version is uploaded:
+# {ms, puts_ms} (puts_ms: first part PUT's start to the last one's end, from
+# the browser's resource timing), or rejects with the page's error.
+OURS_SCRIPT = """
+async (aws) => {
+  const done = document.getElementById("upload-done");
+  const error = document.getElementById("upload-error");
+  performance.clearResourceTimings();
+  const t0 = performance.now();
+  const finished = new Promise((resolve, reject) => {
+    const observer = new MutationObserver(() => {
+      if (!error.hidden) { observer.disconnect(); reject(new Error(error.textContent)); }
+      else if (!done.hidden) { observer.disconnect(); resolve(performance.now() - t0); }
+    });
+    observer.observe(document.body,
+                     {subtree: true, attributes: true, attributeFilter: ["hidden"]});
+  });
+  document.getElementById("upload-start").click();
+  const ms = await finished;
+  const puts = performance.getEntriesByType("resource").filter((e) => e.name.startsWith(aws));
+  const putsMs = Math.max(...puts.map((e) => e.responseEnd))
+    - Math.min(...puts.map((e) => e.startTime));
+  return {ms, puts_ms: putsMs, puts: puts.length};
+}
+"""
+
+# The baseline: the same API calls, and every part sent with a plain `fetch`
+# PUT of a slice of the same File, all at once (the browser runs as many at a
+# time as it allows per host). No hashing (the digest is given), no progress.
+BASELINE_SCRIPT = """
+async ([version, sha256, aws]) => {
+  const file = document.querySelector("input[name=file]").files[0];
+  const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const api = document.getElementById("upload-form").dataset.api;
+  const post = async (path, body) => {
+    const response = await fetch(api + path, {
+      method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+      headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}});
+    if (!response.ok) throw new Error(path + " " + response.status + " " + await response.text());
+    return response.json();
+  };
+  performance.clearResourceTimings();
+  const t0 = performance.now();
+  const plan = await post("", {version, filename: "model.pt", size: file.size, sha256: null,
+    format: "torchscript", input: {shape: [4], dtype: "float32"}, notes: "", metrics: {}});
+  const parts = await Promise.all(plan.parts.map(async (p) => {
+    const start = (p.part_number - 1) * plan.part_size;
+    const response = await fetch(p.url, {method: "PUT",
+      body: file.slice(start, Math.min(start + plan.part_size, file.size))});
+    if (!response.ok) throw new Error("part " + p.part_number + ": " + response.status);
+    return {part_number: p.part_number, etag: response.headers.get("ETag")};
+  }));
+  await post("/" + plan.upload_id + "/complete", {parts, sha256});
+  const ms = performance.now() - t0;
+  const puts = performance.getEntriesByType("resource").filter((e) => e.name.startsWith(aws));
+  const putsMs = Math.max(...puts.map((e) => e.responseEnd))
+    - Math.min(...puts.map((e) => e.startTime));
+  return {ms, puts_ms: putsMs, puts: puts.length};
+}
+"""
+
+
+def chromium_version() -> str:
+    import subprocess
+
+    result = subprocess.run(
+        ["/usr/bin/chromium", "--version"], capture_output=True, text=True, check=False
+    )
+    words = result.stdout.split()
+    return " ".join(words[:2]) if words else "chromium"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(8 * MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def chromium_uploads(
+    stack: Stack, password: str, path: Path, rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    """Upload ``path`` through the page and with the plain-fetch baseline,
+    ``rounds`` times each, alternating who goes first, in one Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    sha256 = file_sha256(path)
+    runs: dict[str, list[dict[str, float]]] = {"page": [], "fetch": []}
+    dashboard = stack.dashboard_url
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.set_default_timeout(600_000)
+            page.goto(f"{dashboard}/login/")
+            page.fill("input[name=username]", "bench")
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_url("**/models/")
+
+            def ours(version: str) -> dict[str, float]:
+                page.goto(f"{dashboard}/models/{MODEL}/upload/")
+                page.fill("input[name=version]", version)
+                page.fill("input[name=shape]", "4")
+                page.set_input_files("input[name=file]", str(path))
+                result = page.evaluate(OURS_SCRIPT, stack.aws_url)
+                return {k: float(v) for k, v in result.items()}
+
+            def baseline(version: str) -> dict[str, float]:
+                page.goto(f"{dashboard}/models/{MODEL}/upload/")
+                page.set_input_files("input[name=file]", str(path))
+                result = page.evaluate(BASELINE_SCRIPT, [version, sha256, stack.aws_url])
+                return {k: float(v) for k, v in result.items()}
+
+            ours("chromium-warm-up")
+            forget(stack, f"models/{MODEL}/chromium-warm-up/")
+            for round_ in range(rounds):
+                order = (("page", ours), ("fetch", baseline))
+                for kind, run in order if round_ % 2 == 0 else reversed(order):
+                    version = f"chromium-{kind}-{round_}"
+                    result = run(version)
+                    forget(stack, f"models/{MODEL}/{version}/")
+                    runs[kind].append(result)
+                    print(
+                        f"  chromium {kind}: {result['ms'] / 1000:.2f} s "
+                        f"(parts {result['puts_ms'] / 1000:.2f} s)",
+                        flush=True,
+                    )
+            context.close()
+        finally:
+            browser.close()
+    return runs
+
+
 def forget(stack: Stack, prefix: str) -> None:
     """Delete every version under ``prefix``, so each upload meets moto holding
     the same data (it keeps every object in memory or temporary files)."""
@@ -284,6 +434,58 @@ def report(data: dict[str, Any]) -> str:
     def listed(kind: str) -> str:
         return ", ".join(f"{r['seconds']:.1f} s" for r in runs[kind])
 
+    chromium = data.get("chromium")
+    chromium_text: list[str] = []
+    if chromium:
+        csize = data["chromium_size"]
+
+        def cmedian(kind: str, field: str = "ms") -> float:
+            return statistics.median(r[field] for r in chromium[kind]) / 1000
+
+        page, fetch = cmedian("page"), cmedian("fetch")
+        page_puts, fetch_puts = cmedian("page", "puts_ms"), cmedian("fetch", "puts_ms")
+        cratio = fetch / page
+
+        def clisted(kind: str) -> str:
+            return ", ".join(f"{r['ms'] / 1000:.1f} s" for r in chromium[kind])
+
+        chromium_text = [
+            "",
+            f"In Chromium (Debian's {data.get('chromium_version', 'chromium')}, headless, "
+            "driven by Playwright): the same dashboard and moto server, a "
+            f"{csize // MIB} MiB file of random bytes picked in the upload page's file input. "
+            "Ours: the page's own flow (static/js/upload.js), from the click on Upload to the "
+            "page saying the version is uploaded: start through the API, every part PUT as a "
+            "slice of the File (6 at a time), the SHA-256 of the whole file computed in a Web "
+            "Worker meanwhile, then complete. Baseline, in the same browser and run: the same "
+            "API calls from the same page with plain `fetch`, every part PUT at once with "
+            "`fetch` (the browser sends as many at a time as it allows per host), no hashing "
+            "(the digest is given), no progress. Each timed in the page, "
+            f"{len(chromium['page'])} rounds alternating who goes first (ours "
+            f"{clisted('page')}; baseline {clisted('fetch')}).",
+            "",
+            table(
+                ["measurement", "ours (page)", "plain fetch PUTs", "ratio", "target", "met?"],
+                [
+                    [
+                        f"throughput, {csize // MIB} MiB file, whole upload (median)",
+                        f"{mb(csize / page)}/s",
+                        f"{mb(csize / fetch)}/s",
+                        f"{cratio:.2f}x",
+                        "≥ 0.9x",
+                        "yes" if cratio >= 0.9 else "**no**",
+                    ],
+                    [
+                        "the part PUTs alone, first start to last end (median)",
+                        f"{page_puts:.2f} s",
+                        f"{fetch_puts:.2f} s",
+                        f"{fetch_puts / page_puts:.2f}x",
+                        "-",
+                        "-",
+                    ],
+                ],
+            ),
+        ]
     return "\n".join(
         [
             f"`python bench/bench_upload.py` on {data['date']}: {data['machine']}. "
@@ -305,6 +507,7 @@ def report(data: dict[str, Any]) -> str:
             f"after the last (before {mb(data['rss_before'])}, peak {mb(data['hwm_after'])}).",
             "",
             table(["measurement", "ours", "boto3 upload_file", "ratio", "target", "met?"], rows),
+            *chromium_text,
         ]
     )
 
@@ -315,6 +518,10 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=256 if quick else 1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--chromium-mib", type=int, default=256, help="file size in Chromium (0: skip)"
+    )
+    parser.add_argument("--chromium-rounds", type=int, default=5)
     args = parser.parse_args()
     started = time.perf_counter()
     size = args.mib * MIB
@@ -332,7 +539,8 @@ def main() -> int:
         stack.start_redis()
         stack.start_aws(cors_origin=f"http://127.0.0.1:{port}")
         stack.migrate()
-        token = stack.django("users", "--password", secrets.token_urlsafe(12))["token"]
+        password = secrets.token_urlsafe(12)
+        token = stack.django("users", "--password", password)["token"]
         web = stack.start_dashboard(workers=1, threads=4)
         (worker,) = stack.worker_pids(web)
         print(f"writing a {args.mib} MiB file", flush=True)
@@ -375,6 +583,13 @@ def main() -> int:
         base = data["rss_before"] if can_reset else hwm_before
         data["peak_growth"] = max(0, data["hwm_after"] - base)
         data["runs"] = runs
+        if args.chromium_mib and ensure_debian_package("chromium", "chromium"):
+            small = stack.root / "chromium.pt"
+            make_file(small, args.chromium_mib * MIB)
+            print(f"in Chromium: a {args.chromium_mib} MiB file", flush=True)
+            data["chromium"] = chromium_uploads(stack, password, small, args.chromium_rounds)
+            data["chromium_version"] = chromium_version()
+            data["chromium_size"] = args.chromium_mib * MIB
     text = report(data)
     print(text)
     print(f"(took {time.perf_counter() - started:.0f} s)")

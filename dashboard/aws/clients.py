@@ -7,11 +7,14 @@ embedded AWS and the App Runner stand-in.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
 from django.conf import settings
 
 _lock = threading.Lock()
@@ -44,10 +47,33 @@ def client(service_name: str) -> Any:
             if _session is None:
                 # One session per process: it caches the parsed service models,
                 # which are the slow part of building a client.
-                _session = boto3.session.Session()
+                core = botocore.session.get_session()
+                core.get_component("response_parser_factory").set_parser_defaults(
+                    timestamp_parser=fast_timestamp
+                )
+                _session = boto3.session.Session(botocore_session=core)
             existing = _session.client(service_name, config=config)  # type: ignore[call-overload]
             _clients[service_name] = existing
         return existing
+
+
+def fast_timestamp(value: Any) -> dt.datetime:
+    """Parse a timestamp of an AWS answer.
+
+    ISO 8601 with a zone (every key of an S3 listing has one) goes to the
+    standard library, which is some 50 times faster than the dateutil parser
+    botocore uses: with 20,000 keys that parser was most of a sync's time.
+    Anything else (RFC 822 headers, epoch numbers, no zone) goes to botocore's
+    own parser, so every answer still parses as botocore documents.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return DEFAULT_TIMESTAMP_PARSER(value)
 
 
 def reset_clients() -> None:

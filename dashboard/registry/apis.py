@@ -5,15 +5,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from django.http import Http404, HttpRequest
+import orjson
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
 from pydantic import Field
 
 from dashboard.accounts.permissions import api_require_role
 from dashboard.accounts.roles import DEPLOYER, VIEWER
 from dashboard.deployments.selectors import environment_list, environment_states, serving_map
 from dashboard.registry.names import validate_model_name
-from dashboard.registry.selectors import model_exists, model_list, version_as_dict, version_page
+from dashboard.registry.selectors import (
+    InvalidCursor,
+    model_exists,
+    model_list,
+    version_as_dict,
+    version_page,
+)
 from dashboard.registry.uploads import (
     upload_cancel as cancel_upload,
 )
@@ -25,6 +34,8 @@ from dashboard.registry.uploads import (
 )
 
 router = Router(tags=["models"])
+# Times as the rest of the API writes them (DjangoJSONEncoder: "…T10:39:00Z").
+_JSON = DjangoJSONEncoder()
 
 
 class EnvironmentSummary(Schema):
@@ -64,8 +75,14 @@ class VersionPage(Schema):
     items: list[VersionOut]
     page: int
     page_size: int
-    total: int
+    total: int = Field(
+        ..., description="matching versions; a search stops counting at 10000 (total_exact false)"
+    )
+    total_exact: bool
     pages: int
+    next: str | None = Field(
+        None, description="cursor of the next page (pass it as `cursor`); null on the last page"
+    )
 
 
 class VersionQuery(Schema):
@@ -77,6 +94,12 @@ class VersionQuery(Schema):
         None, max_length=100, description="text in version, notes, author, sha256"
     )
     sort: Literal["newest", "oldest", "version", "-version", "size", "-size"] = "newest"
+    cursor: str | None = Field(
+        None,
+        max_length=400,
+        description="`next` of the previous answer: the page after it, as fast at any depth "
+        "(`page` is then only echoed back)",
+    )
 
 
 def model_or_404(model: str) -> str:
@@ -110,29 +133,42 @@ def models(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @router.get("/{model}/versions", response=VersionPage, summary="Versions of a model, newest first")
-def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> dict[str, Any]:
+def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> HttpResponse:
     api_require_role(request, VIEWER)
     model_or_404(model)
     serving = serving_map(model=model)
     only: list[str] | None = None
     if params.environment is not None:
         only = [v for v, envs in serving.items() if params.environment in envs]
-    page = version_page(
-        model=model,
-        page=params.page,
-        page_size=params.page_size,
-        status=params.status,
-        versions=only,
-        q=params.q,
-        sort=params.sort,
-    )
-    return {
+    try:
+        page = version_page(
+            model=model,
+            page=params.page,
+            page_size=params.page_size,
+            status=params.status,
+            versions=only,
+            q=params.q,
+            sort=params.sort,
+            after=params.cursor,
+        )
+    except InvalidCursor as exc:
+        raise HttpError(400, str(exc)) from exc
+    body = {
         "items": [version_as_dict(v, environments=serving.get(v.version, [])) for v in page.items],
         "page": page.page,
         "page_size": page.page_size,
         "total": page.total,
+        "total_exact": page.total_exact,
         "pages": page.pages,
+        "next": page.next_cursor,
     }
+    # Written out here rather than checked item by item against VersionPage
+    # (still the documented answer): that check was half of a 100-row page's
+    # time, for dicts built from the typed row a line above.
+    return HttpResponse(
+        orjson.dumps(body, default=_JSON.default, option=orjson.OPT_PASSTHROUGH_DATETIME),
+        content_type="application/json; charset=utf-8",
+    )
 
 
 # --- Uploads -------------------------------------------------------------------

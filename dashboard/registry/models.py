@@ -2,6 +2,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Concat, Lower
+
+STATUSES = ("uploading", "validating", "valid", "invalid")
 
 
 class ModelVersion(models.Model):
@@ -48,15 +52,49 @@ class ModelVersion(models.Model):
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    manifest_pending = models.BooleanField(
+        default=False,
+        help_text="Indexed from the bucket listing; a worker has yet to read its manifest.json.",
+    )
+    files = models.JSONField(
+        default=dict, blank=True, help_text="The folder's files and their sizes at the last sync."
+    )
+    # What the search box matches (substring, case-insensitive). A trigram
+    # index covers it (migration 0003): pg_trgm on PostgreSQL, FTS5 on SQLite.
+    search = models.GeneratedField(
+        expression=Lower(
+            Concat(
+                "version",
+                Value(" "),
+                "notes",
+                Value(" "),
+                "created_by",
+                Value(" "),
+                "sha256",
+                output_field=models.TextField(),
+            )
+        ),
+        output_field=models.TextField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["model_name", "-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["model_name", "version"], name="version_unique_name"),
         ]
+        # One index per (filter, sort) the list offers, so every first page and
+        # every keyset page is an index range scan that stops after one page:
+        # no sort step, whatever the number of versions (tests/dashboard/
+        # test_registry_scale.py checks the plans on PostgreSQL and SQLite).
         indexes = [
             models.Index(fields=["model_name", "-created_at", "-id"], name="version_newest"),
-            models.Index(fields=["model_name", "status"], name="version_status"),
+            models.Index(fields=["model_name", "size", "id"], name="version_size"),
+            models.Index(
+                fields=["model_name", "status", "-created_at", "-id"], name="version_status_newest"
+            ),
+            models.Index(fields=["model_name", "status", "version"], name="version_status_name"),
+            models.Index(fields=["model_name", "status", "size", "id"], name="version_status_size"),
         ]
 
     def __str__(self) -> str:
@@ -71,6 +109,34 @@ class ModelVersion(models.Model):
         if not self.input_shape:
             return ""
         return f"{self.input_dtype}[{', '.join(str(d) for d in self.input_shape)}]"
+
+
+class VersionCount(models.Model):
+    """How many versions a model has, in all and per status.
+
+    Kept by database triggers on ModelVersion (migration 0003): every insert,
+    delete and status change, bulk or not and from any code path, moves these
+    numbers in the same transaction. The list pages read them instead of
+    running COUNT(*) over every version of the model.
+    """
+
+    model_name = models.CharField(max_length=63, primary_key=True)
+    total = models.BigIntegerField(default=0)
+    uploading = models.BigIntegerField(default=0)
+    validating = models.BigIntegerField(default=0)
+    valid = models.BigIntegerField(default=0)
+    invalid = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.model_name}: {self.total} versions"
+
+    def of(self, status: str | None) -> int:
+        """The number of versions with ``status`` (all of them for None)."""
+        if status is None:
+            return self.total
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        return int(getattr(self, status))
 
 
 class Upload(models.Model):

@@ -1,9 +1,10 @@
 """What the bucket holds: version folders under models/<model>/<version>/.
 
 Used by the registry sync (services.registry_sync), which keeps the database
-index in step with S3. Scanning costs one ListObjectsV2 call per 1000 objects;
-describing a folder costs a manifest GET and an artifact HEAD, and is only
-done for folders that are new or changed since the last sync.
+index in step with S3. Scanning costs one ListObjectsV2 call per 1000 objects,
+and the sync indexes new or changed folders from that listing alone
+(:func:`from_listing`); reading a folder's manifest.json costs one GET and is
+done later by a worker (:func:`from_manifest`), many folders per task.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import datetime as dt
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 
 from dashboard.aws import s3
-from dashboard.aws.errors import AwsError
 from dashboard.registry.manifest import MANIFEST_FILE, Manifest, ManifestError, format_for_filename
 from dashboard.registry.names import validate_model_name, validate_version_name, version_prefix
 
@@ -65,6 +66,8 @@ class VersionInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     has_manifest: bool = False
     fingerprint: str = ""
+    files: dict[str, int] = field(default_factory=dict)  # name -> size, from the listing
+    manifest_pending: bool = False  # its manifest.json is still to be read
 
 
 def folder_fingerprint(*, model: str, version: str) -> str:
@@ -100,31 +103,65 @@ def scan(*, model: str | None = None) -> dict[tuple[str, str], VersionFolder]:
     return folders
 
 
-def describe(folder: VersionFolder) -> VersionInfo:
-    """Read the folder's manifest (if any). The artifact's S3 version is pinned
-    by validation, from the very download it checks (one request per folder
-    here instead of two)."""
-    info = _describe(folder)
+def from_listing(folder: VersionFolder) -> VersionInfo:
+    """What the listing alone says about ``folder``.
+
+    A folder without manifest.json is fully described by it. One with a
+    manifest gets ``manifest_pending``: status ``validating`` and the largest
+    artifact-looking file as a placeholder until :func:`from_manifest` runs
+    (the sync queues that for a worker).
+    """
+    artifacts = {name: o for name, o in folder.objects.items() if name != MANIFEST_FILE}
+    info = _without_manifest(folder, artifacts)
+    if MANIFEST_FILE in folder.objects:
+        info.status, info.status_detail = "validating", "reading manifest.json"
+        info.has_manifest = info.manifest_pending = True
     info.fingerprint = folder.fingerprint
+    info.files = {name: o.size for name, o in folder.objects.items()}
     return info
 
 
-def _describe(folder: VersionFolder) -> VersionInfo:
-    base = version_prefix(folder.model, folder.version)
-    artifacts = {name: o for name, o in folder.objects.items() if name != MANIFEST_FILE}
-    if MANIFEST_FILE not in folder.objects:
-        return _without_manifest(folder, artifacts)
-    try:
-        document = s3.get_json(bucket=settings.MODELS_BUCKET, key=base + MANIFEST_FILE)
-        manifest = Manifest.from_dict(document)
-    except (ManifestError, AwsError) as exc:
-        info = _without_manifest(folder, artifacts)
-        info.status, info.status_detail = "invalid", f"manifest.json is unusable: {exc}"
+def read_manifest(*, model: str, version: str) -> Any:
+    """The folder's manifest.json document (None if it is gone). Raises
+    AwsError (transient ones are worth retrying) or, for a file that is not
+    JSON, AwsError too."""
+    return s3.get_json(
+        bucket=settings.MODELS_BUCKET, key=version_prefix(model, version) + MANIFEST_FILE
+    )
+
+
+def from_manifest(
+    *,
+    model: str,
+    version: str,
+    files: dict[str, int],
+    created_at: dt.datetime,
+    document: Any,
+    error: str = "",
+) -> VersionInfo:
+    """What the folder's manifest ``document`` says, checked against the files
+    the listing saw (``files``: name -> size). ``error`` is why the manifest
+    could not be read; a manifest that lies about its folder or its artifact
+    makes the version ``invalid`` with the reason."""
+    base = version_prefix(model, version)
+    artifact_sizes = {name: size for name, size in files.items() if name != MANIFEST_FILE}
+
+    def unusable(reason: str) -> VersionInfo:
+        info = _placeholder(model, version, artifact_sizes, created_at)
+        info.status, info.status_detail = "invalid", f"manifest.json is unusable: {reason}"
         return info
-    artifact = artifacts.get(manifest.artifact)
+
+    if error:
+        return unusable(error)
+    if document is None:
+        return unusable("it disappeared from S3 (the next sync will notice)")
+    try:
+        manifest = Manifest.from_dict(document)
+    except ManifestError as exc:
+        return unusable(str(exc))
     info = VersionInfo(
-        model=folder.model,
-        version=folder.version,
+        model=model,
+        version=version,
         artifact=manifest.artifact,
         key=base + manifest.artifact,
         format=manifest.format,
@@ -139,19 +176,40 @@ def _describe(folder: VersionFolder) -> VersionInfo:
         metrics=manifest.metrics,
         has_manifest=True,
     )
-    if manifest.model != folder.model or manifest.version != folder.version:
+    size = artifact_sizes.get(manifest.artifact)
+    if manifest.model != model or manifest.version != version:
         info.status = "invalid"
         info.status_detail = (
             f"manifest.json describes {manifest.model} {manifest.version}, not this folder"
         )
-    elif artifact is None:
+    elif size is None:
         info.status, info.status_detail = "invalid", f"artifact {manifest.artifact} is missing"
-    elif artifact.size != manifest.size:
+    elif size != manifest.size:
         info.status = "invalid"
         info.status_detail = (
-            f"artifact is {artifact.size} bytes in S3 but manifest.json says {manifest.size}"
+            f"artifact is {size} bytes in S3 but manifest.json says {manifest.size}"
         )
     return info
+
+
+def _placeholder(
+    model: str, version: str, sizes: dict[str, int], created_at: dt.datetime
+) -> VersionInfo:
+    """The largest artifact-looking file of a folder, as the version's artifact."""
+    base = version_prefix(model, version)
+    candidates = sorted(sizes, key=lambda n: (not n.endswith(ARTIFACT_SUFFIXES), -sizes[n], n))
+    name = candidates[0] if candidates else ""
+    return VersionInfo(
+        model=model,
+        version=version,
+        artifact=name,
+        key=base + name if name else "",
+        format=format_for_filename(name),
+        size=sizes.get(name, 0),
+        created_at=created_at,
+        status="invalid",
+        status_detail="",
+    )
 
 
 def _without_manifest(folder: VersionFolder, artifacts: dict[str, s3.ObjectInfo]) -> VersionInfo:
@@ -160,27 +218,14 @@ def _without_manifest(folder: VersionFolder, artifacts: dict[str, s3.ObjectInfo]
     Its SHA-256 is computed by a worker; its input signature cannot be known,
     so it cannot be validated or served until someone declares it.
     """
-    base = version_prefix(folder.model, folder.version)
-    candidates = sorted(
-        artifacts, key=lambda n: (not n.endswith(ARTIFACT_SUFFIXES), -artifacts[n].size, n)
-    )
-    name = candidates[0] if candidates else ""
-    obj = artifacts.get(name)
-    if obj is None:
-        detail = "the folder holds no artifact"
-    else:
-        detail = (
+    sizes = {name: o.size for name, o in artifacts.items()}
+    info = _placeholder(folder.model, folder.version, sizes, folder.last_modified)
+    if info.artifact:
+        info.created_at = artifacts[info.artifact].last_modified
+        info.status_detail = (
             "no manifest.json: the input signature (shape and dtype) is unknown; "
             "declare it on the version's page to validate it"
         )
-    return VersionInfo(
-        model=folder.model,
-        version=folder.version,
-        artifact=name,
-        key=base + name if name else "",
-        format=format_for_filename(name),
-        size=obj.size if obj else 0,
-        created_at=obj.last_modified if obj else folder.last_modified,
-        status="invalid",
-        status_detail=detail,
-    )
+    else:
+        info.status_detail = "the folder holds no artifact"
+    return info

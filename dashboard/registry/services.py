@@ -7,13 +7,14 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
@@ -21,7 +22,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from dashboard.audit.models import AuditEvent
 from dashboard.audit.services import audit_record
 from dashboard.aws import s3
-from dashboard.aws.errors import AwsAlreadyExistsError, AwsError
+from dashboard.aws.errors import AwsAlreadyExistsError, AwsError, AwsTransientError
 from dashboard.registry.manifest import (
     FORMATS,
     MANIFEST_FILE,
@@ -32,7 +33,7 @@ from dashboard.registry.manifest import (
 )
 from dashboard.registry.models import DeletedVersion, ModelVersion
 from dashboard.registry.names import validate_model_name, validate_version_name, version_prefix
-from dashboard.registry.s3index import VersionInfo, describe, folder_fingerprint, scan
+from dashboard.registry.s3index import VersionInfo, folder_fingerprint, from_listing, scan
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +166,9 @@ def version_publish(
     return row
 
 
-def _upsert(info: VersionInfo) -> ModelVersion:
-    """Create or refresh the row for ``info``; queue validation when needed."""
-    fields: dict[str, Any] = {
+def _fields(info: VersionInfo) -> dict[str, Any]:
+    """The row's columns for what ``info`` says (a fresh, unvalidated state)."""
+    return {
         "artifact": info.artifact,
         "key": info.key,
         "format": info.format,
@@ -184,11 +185,17 @@ def _upsert(info: VersionInfo) -> ModelVersion:
         "status": info.status,
         "status_detail": info.status_detail,
         "fingerprint": info.fingerprint,
+        "files": info.files,
+        "manifest_pending": info.manifest_pending,
         "validation": None,
         "validated_at": None,
     }
+
+
+def _upsert(info: VersionInfo) -> ModelVersion:
+    """Create or refresh the row for ``info``; queue validation when needed."""
     row, _ = ModelVersion.objects.update_or_create(
-        model_name=info.model, version=info.version, defaults=fields
+        model_name=info.model, version=info.version, defaults=_fields(info)
     )
     if info.status == ModelVersion.Status.VALIDATING:
         _enqueue_validation(row.pk)
@@ -216,77 +223,280 @@ def _safe_delay(task: Any, version_id: int) -> None:
         logger.exception("could not queue %s for version %s", task.name, version_id)
 
 
+def _send(messages: list[tuple[Any, tuple[Any, ...]]]) -> None:
+    """Queue many tasks through one producer: one broker connection for all
+    of them instead of one checkout of the pool per task (10,000 validations
+    queued in about a second instead of several). Each task keeps its own
+    routing (its queue). Never raises: what could not be queued is queued
+    again by a later sync (manifests) or stays visible as not done."""
+    if not messages:
+        return
+    from dashboard.celery import app
+
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for task, args in messages:
+                task.apply_async(args, producer=producer)
+                sent += 1
+    except Exception:
+        logger.exception("queued %d of %d tasks; the broker refused the rest", sent, len(messages))
+
+
+def _send_on_commit(messages: list[tuple[Any, tuple[Any, ...]]]) -> None:
+    if messages:
+        transaction.on_commit(lambda: _send(messages))
+
+
 @dataclass(frozen=True)
 class SyncReport:
     created: int
     updated: int
     deleted: int
     unchanged: int
+    pending: int = 0  # folders whose manifest.json a worker will read
+
+
+# Manifests read per task, and at once within a task (S3 GETs in threads).
+DESCRIBE_BATCH = 250
+DESCRIBE_THREADS = 16
+# A folder still waiting for its manifest this long after the sync queued it
+# lost its task (broker down, worker killed): the next sync queues it again.
+DESCRIBE_REQUEUE_AFTER = dt.timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class _Known:
+    pk: int
+    fingerprint: str
+    status: str
+    manifest_pending: bool
+    synced_at: dt.datetime
 
 
 def registry_sync(*, model: str | None = None) -> SyncReport:
     """Make the index match S3: add new folders, refresh changed ones, drop
     deleted ones. Idempotent; safe to run concurrently with uploads (rows of
-    uploads in progress are left alone)."""
+    uploads in progress are left alone).
+
+    Everything here comes from the bucket listing: a folder with a
+    manifest.json is indexed ``validating`` with ``manifest_pending``, and a
+    worker reads the manifests afterwards, many per task
+    (:func:`versions_describe`), then queues their validation. Rows are
+    written in bulk, one transaction per model, and the tasks are queued
+    through one producer once the rows are committed.
+    """
+    from dashboard.registry.tasks import registry_describe, version_hash
+
     folders = scan(model=model)
     rows = (
         ModelVersion.objects.all()
         if model is None
         else ModelVersion.objects.filter(model_name=model)
     )
+    columns = ("pk", "fingerprint", "status", "manifest_pending", "synced_at")
     existing = {
-        (r.model_name, r.version): r
-        for r in rows.only("id", "model_name", "version", "fingerprint", "status")
+        (name, version): _Known(*known)
+        for name, version, *known in rows.order_by().values_list("model_name", "version", *columns)
     }
-    changed = [
-        f
-        for k, f in folders.items()
-        if k not in existing or existing[k].fingerprint != f.fingerprint
-    ]
-    # Describing costs two S3 calls per folder: do it in parallel.
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        described = list(pool.map(describe, changed))
+    new: dict[str, list[VersionInfo]] = defaultdict(list)
+    changed: dict[str, list[tuple[int, VersionInfo]]] = defaultdict(list)
+    requeue: list[int] = []
+    overdue = timezone.now() - DESCRIBE_REQUEUE_AFTER
     retired = {
         (m, v): at
         for m, v, at in DeletedVersion.objects.filter(
-            model_name__in={i.model for i in described}
+            model_name__in={model for model, _ in folders}
         ).values_list("model_name", "version", "deleted_at")
     }
-    created = updated = 0
-    for info in described:
-        deleted_at = retired.get((info.model, info.version))
-        if deleted_at is not None:
-            # Someone re-created a deleted version's folder behind our back:
-            # list it, but never let the old name stand for new bytes.
-            info = dataclasses.replace(
-                info,
-                status=ModelVersion.Status.INVALID,
-                status_detail=(
-                    f"this version name was deleted on {deleted_at:%Y-%m-%d} and cannot be "
-                    "reused: upload these files under a new version name"
-                ),
-            )
+
+    def listed(folder: Any) -> VersionInfo:
+        info = from_listing(folder)
+        deleted_at = retired.get((folder.model, folder.version))
+        if deleted_at is None:
+            return info
+        # Someone re-created a deleted version's folder behind our back: list
+        # it, but never let the old name stand for new bytes.
+        return dataclasses.replace(
+            info,
+            status=ModelVersion.Status.INVALID,
+            status_detail=(
+                f"this version name was deleted on {deleted_at:%Y-%m-%d} and cannot be "
+                "reused: upload these files under a new version name"
+            ),
+            manifest_pending=False,
+        )
+
+    for key, folder in folders.items():
+        known = existing.get(key)
+        if known is None:
+            new[folder.model].append(listed(folder))
+        elif known.status == ModelVersion.Status.UPLOADING:
+            continue  # the upload's completion indexes it
+        elif known.fingerprint != folder.fingerprint:
+            changed[folder.model].append((known.pk, listed(folder)))
+        elif known.manifest_pending and known.synced_at < overdue:
+            requeue.append(known.pk)
+    gone: dict[str, list[int]] = defaultdict(list)
+    for key, known in existing.items():
+        if key not in folders and known.status != ModelVersion.Status.UPLOADING:
+            gone[key[0]].append(known.pk)
+    created = updated = deleted = pending = 0
+    # One model at a time, in name order: each transaction moves one counter
+    # row (see dbsql.py), and two syncs never take them in opposite orders.
+    for name in sorted({*new, *changed, *gone}):
         with transaction.atomic():
-            previous = existing.get((info.model, info.version))
-            if previous is not None and previous.status == ModelVersion.Status.UPLOADING:
-                continue  # the upload's completion indexes it
-            _upsert(info)
-            if previous is None:
-                created += 1
-            else:
-                updated += 1
-    gone = [
-        r.pk
-        for k, r in existing.items()
-        if k not in folders and r.status != ModelVersion.Status.UPLOADING
-    ]
-    deleted = ModelVersion.objects.filter(pk__in=gone).delete()[0] if gone else 0
+            describe: list[int] = []
+            hashes: list[int] = []
+            for row, info in [
+                *_create(name, new.get(name, [])),
+                *_refresh(changed.get(name, [])),
+            ]:
+                if info.manifest_pending:
+                    describe.append(row)
+                elif (
+                    not info.has_manifest
+                    and info.artifact
+                    and info.status != ModelVersion.Status.INVALID
+                ):
+                    hashes.append(row)
+            created += len(new.get(name, []))
+            updated += len(changed.get(name, []))
+            if gone.get(name):
+                deleted += ModelVersion.objects.filter(pk__in=gone[name]).delete()[0]
+            pending += len(describe)
+            _send_on_commit(
+                [
+                    (registry_describe, (describe[i : i + DESCRIBE_BATCH],))
+                    for i in range(0, len(describe), DESCRIBE_BATCH)
+                ]
+                + [(version_hash, (pk,)) for pk in hashes]
+            )
+    if requeue:
+        logger.warning("queueing again %d folders whose manifest was never read", len(requeue))
+        # Marked, so the next sync waits another DESCRIBE_REQUEUE_AFTER for them.
+        ModelVersion.objects.filter(pk__in=requeue).update(synced_at=timezone.now())
+        _send(
+            [
+                (registry_describe, (requeue[i : i + DESCRIBE_BATCH],))
+                for i in range(0, len(requeue), DESCRIBE_BATCH)
+            ]
+        )
     return SyncReport(
         created=created,
         updated=updated,
         deleted=deleted,
-        unchanged=len(folders) - len(changed),
+        unchanged=len(folders) - created - updated,
+        pending=pending + len(requeue),
     )
+
+
+def _create(model: str, infos: list[VersionInfo]) -> list[tuple[int, VersionInfo]]:
+    """Insert rows for new folders in bulk; return (pk, info) of each."""
+    if not infos:
+        return []
+    objects = [ModelVersion(model_name=model, version=i.version, **_fields(i)) for i in infos]
+    try:
+        with transaction.atomic():
+            made = ModelVersion.objects.bulk_create(objects, batch_size=500)
+        return [(row.pk, info) for row, info in zip(made, infos, strict=True)]
+    except IntegrityError:
+        # A row appeared since the listing (an upload_model publishing the
+        # same version): fall back to one upsert per folder for this model.
+        result = []
+        for info in infos:
+            row, _ = ModelVersion.objects.update_or_create(
+                model_name=model, version=info.version, defaults=_fields(info)
+            )
+            result.append((row.pk, info))
+        return result
+
+
+def _refresh(changes: list[tuple[int, VersionInfo]]) -> list[tuple[int, VersionInfo]]:
+    """Rewrite the rows of folders whose files changed (validated afresh)."""
+    if not changes:
+        return []
+    now = timezone.now()
+    objects = []
+    for pk, info in changes:
+        row = ModelVersion(pk=pk, model_name=info.model, version=info.version, **_fields(info))
+        row.synced_at = now
+        objects.append(row)
+    ModelVersion.objects.bulk_update(
+        objects, [*_fields(changes[0][1]), "synced_at"], batch_size=200
+    )
+    return changes
+
+
+class _Unread(NamedTuple):
+    row: ModelVersion
+    document: Any
+    error: str
+    transient: bool
+
+
+def versions_describe(*, version_ids: list[int]) -> int:
+    """Read the manifest.json of versions the sync indexed from the listing,
+    record what it says (or why it is unusable, or how it lies about its
+    folder), and queue validation of the ones that can be validated.
+
+    Rows that changed since (another sync) or were already described are left
+    alone, so a repeated task does nothing. Returns how many rows were
+    described. Raises AwsTransientError when some manifests could not be read
+    for a reason worth retrying (the others are recorded first).
+    """
+    from dashboard.registry.s3index import from_manifest, read_manifest
+    from dashboard.registry.tasks import version_hash, version_validate
+
+    rows = list(
+        ModelVersion.objects.filter(pk__in=version_ids, manifest_pending=True).only(
+            "id", "model_name", "version", "fingerprint", "files", "created_at"
+        )
+    )
+
+    def read(row: ModelVersion) -> _Unread:
+        try:
+            return _Unread(row, read_manifest(model=row.model_name, version=row.version), "", False)
+        except AwsError as exc:
+            return _Unread(row, None, str(exc), exc.transient)
+
+    with ThreadPoolExecutor(max_workers=min(DESCRIBE_THREADS, max(1, len(rows)))) as pool:
+        results = list(pool.map(read, rows))
+    described = 0
+    retry = [r for r in results if r.transient]
+    messages: list[tuple[Any, tuple[Any, ...]]] = []
+    with transaction.atomic():
+        for result in results:
+            if result.transient:
+                continue
+            row = result.row
+            info = from_manifest(
+                model=row.model_name,
+                version=row.version,
+                files=row.files or {},
+                created_at=row.created_at,
+                document=result.document,
+                error=result.error,
+            )
+            fields = _fields(info)
+            for kept in ("fingerprint", "files"):  # what the listing saw stays
+                fields.pop(kept)
+            if not ModelVersion.objects.filter(
+                pk=row.pk, fingerprint=row.fingerprint, manifest_pending=True
+            ).update(**fields):
+                continue
+            described += 1
+            if info.status == ModelVersion.Status.VALIDATING:
+                messages.append((version_validate, (row.pk,)))
+            elif not info.has_manifest and info.artifact:
+                messages.append((version_hash, (row.pk,)))
+        _send_on_commit(messages)
+    if retry:
+        raise AwsTransientError(
+            f"{len(retry)} manifests could not be read ({retry[0].error}); retrying them",
+            operation="GetObject",
+        )
+    return described
 
 
 def version_validate(*, version_id: int) -> ModelVersion | None:
@@ -324,7 +534,8 @@ def validation_ticket_create(*, version_id: int) -> dict[str, Any] | None:
     from dashboard.registry.validation import make_job
 
     row = ModelVersion.objects.filter(pk=version_id).first()
-    if row is None or row.status != ModelVersion.Status.VALIDATING:
+    if row is None or row.status != ModelVersion.Status.VALIDATING or row.manifest_pending:
+        # Pending: its manifest is still to be read; reading it queues this again.
         return None
     job = make_job(
         bucket=settings.MODELS_BUCKET,
@@ -391,8 +602,8 @@ def version_record_validation(
         validation=outcome.to_dict(),
         validated_at=timezone.now(),
     )
-    row.refresh_from_db()
-    return row
+    # Deleted meanwhile (a sync saw its folder go): nothing left to return.
+    return ModelVersion.objects.filter(pk=row.pk).first()
 
 
 def version_hash(*, version_id: int) -> ModelVersion | None:
@@ -411,8 +622,7 @@ def version_hash(*, version_id: int) -> ModelVersion | None:
             size=result.size or row.size,
             s3_version_id=row.s3_version_id or result.s3_version_id or "",
         )
-    row.refresh_from_db()
-    return row
+    return ModelVersion.objects.filter(pk=row.pk).first()
 
 
 class VersionDeleteRefused(ValueError):

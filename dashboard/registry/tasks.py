@@ -54,6 +54,19 @@ def version_hash(version_id: int) -> None:
     services.version_hash(version_id=version_id)
 
 
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(AwsTransientError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def registry_describe(version_ids: list[int]) -> None:
+    """Read the manifests of folders the sync indexed from the listing."""
+    services.versions_describe(version_ids=version_ids)
+
+
 @shared_task(ignore_result=True)
 def registry_sync() -> None:
     from dashboard.deployments.services import environments_refresh_pointers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import urlencode
 
 from csp.decorators import csp_update
@@ -26,7 +27,14 @@ from dashboard.deployments.selectors import (
 from dashboard.registry.manifest import DTYPES, FORMATS
 from dashboard.registry.models import ModelVersion
 from dashboard.registry.names import InvalidName, validate_model_name
-from dashboard.registry.selectors import SORTS, model_exists, model_list, version_get, version_page
+from dashboard.registry.selectors import (
+    SORTS,
+    InvalidCursor,
+    model_exists,
+    model_list,
+    version_get,
+    version_page,
+)
 from dashboard.registry.services import VersionDeleteRefused, registry_sync, version_delete
 
 logger = logging.getLogger(__name__)
@@ -94,38 +102,49 @@ def _model_page(request: HttpRequest, model: str) -> HttpResponse:
     if environment:
         only = [v for v, envs in serving.items() if environment in envs]
     requested = _page_number(request.GET.get("page"))
-    page = version_page(
-        model=model,
-        page=requested,
-        page_size=PAGE_SIZE,
-        status=status,
-        versions=only,
-        q=q,
-        sort=sort or "newest",
-    )
+    # The pager's links carry a cursor (keyset pages: as fast at page 2000
+    # as at page 2); a bare ?page=N still works, by offset.
+    after = (request.GET.get("after") or "")[:400] or None
+    before = (request.GET.get("before") or "")[:400] or None
+    arguments: dict[str, Any] = {
+        "model": model,
+        "page": requested,
+        "page_size": PAGE_SIZE,
+        "status": status,
+        "versions": only,
+        "q": q,
+        "sort": sort or "newest",
+    }
+    try:
+        page = version_page(**arguments, after=after, before=before)
+    except InvalidCursor:
+        page = version_page(**{**arguments, "page": 1})
     filters = {
         k: v
         for k, v in {"status": status, "environment": environment, "q": q, "sort": sort}.items()
         if v
     }
+    environments = list(environment_list(model=model))
     context = {
         "model": model,
         "page": page,
         "versions": [(v, serving.get(v.version, [])) for v in page.items],
         "filters": filters,
         "filter_query": urlencode(filters),
+        "newer_query": _pager_query(filters, page.page - 1, before=page.previous_cursor),
+        "older_query": _pager_query(filters, page.page + 1, after=page.next_cursor),
         "statuses": ModelVersion.Status.values,
         "sorts": list(SORTS),
-        "environment_names": [e.name for e in environment_list(model=model)],
+        "environment_names": [e.name for e in environments],
     }
     if request.headers.get("HX-Request") and request.GET.get("fragment") == "versions":
         return render(request, "registry/_versions.html", context)
-    environments = list(environment_list(model=model))
     states = environment_states(environments)
     context.update(
         {
             "states": states,
             "any_in_flight": any(s.in_flight for s in states),
+            # The newest valid versions: an index range scan of 200 rows.
             "promotable": list(
                 ModelVersion.objects.filter(model_name=model, status=ModelVersion.Status.VALID)
                 .order_by("-created_at", "-id")
@@ -137,6 +156,19 @@ def _model_page(request: HttpRequest, model: str) -> HttpResponse:
     if request.headers.get("HX-Request") and request.GET.get("fragment") == "environments":
         return render(request, "registry/_environments.html", context)
     return render(request, "registry/model.html", context)
+
+
+def _pager_query(
+    filters: dict[str, str], page: int, *, after: str | None = None, before: str | None = None
+) -> str:
+    """The query string of a pager link: the filters, the page number shown,
+    and the cursor it starts from (page 1 needs none)."""
+    query: dict[str, str | int] = {**filters, "page": page}
+    if page > 1 and after:
+        query["after"] = after
+    elif page > 1 and before:
+        query["before"] = before
+    return urlencode(query)
 
 
 @role_required(VIEWER)
@@ -175,7 +207,10 @@ def refresh(request: HttpRequest, model: str) -> HttpResponse:
         messages.success(
             request,
             f"Synced from S3: {report.created} new, {report.updated} changed, "
-            f"{report.deleted} removed, {report.unchanged} unchanged.",
+            f"{report.deleted} removed, {report.unchanged} unchanged."
+            + (
+                f" A worker is reading the manifests of {report.pending}." if report.pending else ""
+            ),
         )
     return redirect("model", model=model)
 

@@ -511,3 +511,45 @@ def test_apprunner_list_operations() -> None:
     )
     [operation] = apprunner.list_operations(service_arn=ARN)
     assert (operation.id, operation.type, operation.active) == (OP1, "START_DEPLOYMENT", True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-24T03:00:00.000Z",  # ListObjectsV2's LastModified
+        "2026-11-24T03:00:00.123Z",
+        "2026-11-24T03:00:00Z",
+        "2026-11-24T03:00:00+02:00",
+        "Tue, 24 Nov 2026 03:00:00 GMT",  # Last-Modified headers (HeadObject, GetObject)
+        1795489200,  # epoch seconds (JSON protocols)
+        1795489200.5,
+        "1795489200",
+        "2026-11-24T03:00:00",  # no zone: botocore's own rule applies
+    ],
+)
+def test_our_timestamp_parser_answers_as_botocores(value: Any) -> None:
+    """The clients parse timestamps with the standard library where it can
+    (fast_timestamp): every format AWS answers with must come out exactly as
+    botocore's documented parser gives it, through a real response parse."""
+    from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
+
+    from dashboard.aws.clients import fast_timestamp
+
+    assert fast_timestamp(value) == DEFAULT_TIMESTAMP_PARSER(value)
+    assert fast_timestamp(value).utcoffset() == DEFAULT_TIMESTAMP_PARSER(value).utcoffset()
+
+
+def test_clients_parse_listings_with_the_fast_parser() -> None:
+    s3_client = client("s3")
+    parser = s3_client._endpoint._response_parser_factory.create_parser("rest-xml")
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name>'
+        b"<Contents><Key>models/iris/1/model.pt</Key>"
+        b"<LastModified>2026-11-24T03:00:00.000Z</LastModified><Size>3</Size></Contents>"
+        b"<IsTruncated>false</IsTruncated></ListBucketResult>"
+    )
+    shape = s3_client.meta.service_model.operation_model("ListObjectsV2").output_shape
+    parsed = parser.parse({"body": body, "headers": {}, "status_code": 200}, shape)
+    assert parsed["Contents"][0]["LastModified"] == NOW
+    # The standard library's zone, not dateutil's: our parser did it.
+    assert type(parsed["Contents"][0]["LastModified"].tzinfo) is dt.timezone

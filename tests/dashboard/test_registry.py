@@ -22,6 +22,7 @@ from dashboard.registry.services import (
     version_delete,
     version_hash,
     version_validate,
+    versions_describe,
 )
 from tests.conftest import publish
 from tests.dashboard.factories import make_environment
@@ -75,8 +76,11 @@ def test_sync_drops_deleted_folders_and_notices_changes(aws: str, db: Any, tmp_p
     s3.delete_object(bucket="test-models", key="models/iris/1.0/manifest.json")
     put("models/iris/2.0/model.pt", b"rewritten by someone")  # size no longer matches
     report = registry_sync()
-    assert report.deleted == 1 and report.updated == 1
+    assert report.deleted == 1 and report.updated == 1 and report.pending == 1
     row = ModelVersion.objects.get(version="2.0")
+    assert (row.status, row.manifest_pending) == ("validating", True)
+    assert versions_describe(version_ids=[row.pk]) == 1  # what the worker does next
+    row.refresh_from_db()
     assert row.status == "invalid" and "manifest.json says" in row.status_detail
 
 

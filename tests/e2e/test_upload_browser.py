@@ -187,12 +187,17 @@ def stored_upload(page: Any, version: str) -> dict[str, Any] | None:
     )
 
 
+@pytest.mark.parametrize("hashing", ["native", "chunked"])
 def test_upload_with_progress(
-    local_stack: LocalStack, context: Any, api: httpx.Client, model_file: ModelFile
+    local_stack: LocalStack, context: Any, api: httpx.Client, model_file: ModelFile, hashing: str
 ) -> None:
     page = sign_in(context, local_stack)
     page.add_init_script(PROGRESS_RECORDER)
     open_upload_page(page, local_stack)
+    if hashing == "chunked":
+        # The SHA-256 the other way: hash-wasm, chunk by chunk (as for files
+        # over 512 MiB), instead of the browser's own digest of the whole file.
+        page.evaluate("document.getElementById('upload-form').dataset.hashWholeFileBytes = '0'")
     puts: list[int] = []
     page.on(
         "request",

@@ -2,12 +2,16 @@
 // presigned multipart URLs handed out by the dashboard's API; the dashboard
 // never holds the bytes. See dashboard/registry/uploads.py for the server side.
 //
-// - Parts go up PARALLEL at a time; the file is read (and hashed) strictly in
-//   order, one part ahead of the uploads, so at most PARALLEL + 1 parts are in
-//   memory whatever the file's size.
-// - The SHA-256 of the whole file is computed as the parts are read (hash-wasm,
-//   loaded by upload.html as the global `hashwasm`), never from a whole-file
-//   buffer. The server re-checks it against what S3 really holds.
+// - Each part is sent as a slice of the File itself (a Blob), never read into
+//   the page: the browser streams it from the file to the network, as a plain
+//   `fetch` of the same slice would, so the page holds no part in memory and
+//   copies nothing. PARALLEL parts are in flight, as many as Chromium opens
+//   connections to one host.
+// - The SHA-256 of the whole file is computed at the same time in a Web Worker
+//   (static/js/upload-hash.js: the browser's native SHA-256 for files up to
+//   512 MiB, hash-wasm chunk by chunk above), reading the file once, so hashing
+//   takes no time from the page or from the uploads' own thread.
+//   The server re-checks it against what S3 really holds.
 // - An upload survives a dropped connection or a closed tab: localStorage
 //   remembers it, and picking the same file for the same version again asks S3
 //   which parts it already has and sends only the others.
@@ -17,13 +21,22 @@
   const form = document.getElementById("upload-form");
   if (!form) return;
 
-  const PARALLEL = 4;
+  const PARALLEL = 6; // Chromium's limit of connections per host (HTTP/1.1)
+  const HASH_CHUNK_BYTES = 8 * 1024 * 1024;
+  // Files up to this size are hashed in one go by the browser's native SHA-256
+  // (see upload-hash.js), which holds the file in memory meanwhile. The form
+  // may lower it (data-hash-whole-file-bytes; the browser tests use 0 to take
+  // the other way).
+  const wholeFileBytes = () => (form.dataset.hashWholeFileBytes !== undefined
+    ? Number(form.dataset.hashWholeFileBytes) : 512 * 1024 * 1024);
   const RETRIES = 3; // per part, after the first attempt
   const BACKOFF_MS = 1000; // doubled on each retry
   const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
   const model = form.dataset.model;
   const apiBase = form.dataset.api;
   const maxBytes = Number(form.dataset.maxBytes);
+  const hashWorkerUrl = form.dataset.hashWorker;
+  const hashLibraryUrl = new URL(form.dataset.hashLibrary, window.location.href).href;
   const el = (id) => document.getElementById(id);
   const ui = {
     start: el("upload-start"), cancel: el("upload-cancel"), progress: el("upload-progress"),
@@ -99,7 +112,7 @@
   // --- S3 part uploads -------------------------------------------------------
   // XMLHttpRequest rather than fetch: only it reports upload progress, which
   // the progress bar needs for multi-MB parts.
-  function putPart(url, bytes, onProgress, signal) {
+  function putPart(url, body, onProgress, signal) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       const fail = (status, message) => {
@@ -124,7 +137,7 @@
       };
       xhr.onerror = () => fail(0, "the connection to S3 failed");
       xhr.onabort = () => fail(0, "aborted");
-      xhr.send(bytes);
+      xhr.send(body);
     });
   }
 
@@ -154,9 +167,11 @@
     const inFlight = new Map();
     const samples = [];
     let finished = alreadyDone;
+    let hashed = 0;
     const meter = {
       loaded(part, bytes) { inFlight.set(part, bytes); },
       finish(part, bytes) { inFlight.delete(part); finished += bytes; },
+      hashed(bytes) { hashed = bytes; },
       render() {
         let done = finished;
         for (const bytes of inFlight.values()) done += bytes;
@@ -167,10 +182,37 @@
         const speed = now > t0 ? (done - b0) / ((now - t0) / 1000) : 0;
         ui.bar.value = size ? (100 * done) / size : 100;
         ui.stats.textContent = `${mb(done)} of ${mb(size)} · ${mb(speed)}/s · ` +
-          `${speed > 0 ? duration((size - done) / speed) : "…"} left`;
+          `${speed > 0 ? duration((size - done) / speed) : "…"} left` +
+          (hashed < size ? ` · SHA-256 ${Math.floor((100 * hashed) / size)}%` : "");
       },
     };
     return meter;
+  }
+
+  // --- SHA-256 in a Web Worker ----------------------------------------------
+  // Resolves with the hex digest of the whole file; rejects if the file cannot
+  // be read. The worker stops at once when `signal` aborts.
+  function hashFile(file, signal, onProgress) {
+    return new Promise((resolve, reject) => {
+      const worker = new Worker(hashWorkerUrl);
+      const stop = () => { worker.terminate(); reject(new DOMException("cancelled", "AbortError")); };
+      if (signal.aborted) return stop();
+      signal.addEventListener("abort", stop, { once: true });
+      const finish = () => { signal.removeEventListener("abort", stop); worker.terminate(); };
+      worker.onmessage = (event) => {
+        const message = event.data;
+        if (message.type === "progress") return onProgress(message.bytes);
+        finish();
+        if (message.type === "done") resolve(message.digest);
+        else reject(new Error(message.message));
+      };
+      worker.onerror = (event) => {
+        finish();
+        reject(new Error(event.message || "the hashing worker failed"));
+      };
+      worker.postMessage({ file, library: hashLibraryUrl, chunkBytes: HASH_CHUNK_BYTES,
+        wholeFileBytes: wholeFileBytes() });
+    });
   }
 
   // --- One upload from start (or resume) to the new version -------------------
@@ -196,12 +238,12 @@
       return refreshing;
     };
 
-    async function send(number, bytes) {
+    async function send(number, body) {
       for (let attempt = 0; ; attempt++) {
         try {
-          const etag = await putPart(urls.get(number), bytes,
+          const etag = await putPart(urls.get(number), body,
             (loaded) => meter.loaded(number, loaded), stop.signal);
-          meter.finish(number, bytes.byteLength);
+          meter.finish(number, body.size);
           return etag;
         } catch (error) {
           meter.loaded(number, 0);
@@ -214,46 +256,46 @@
       }
     }
 
-    const hasher = await hashwasm.createSHA256();
-    hasher.init();
-    const running = new Set();
+    // The whole file is hashed (parts S3 already has too: the digest covers
+    // every byte) while the missing parts go up.
     let failure = null;
+    const digest = hashFile(file, stop.signal, meter.hashed).catch((error) => {
+      if (error.name !== "AbortError") {
+        failure ??= new Error(`Could not read ${file.name}: ${error.message}`);
+        stop.abort();
+      }
+      return null;
+    });
+    const running = new Set();
     try {
       for (let number = 1; number <= partCount && !failure && !stop.signal.aborted; number++) {
-        // Read ahead only when an upload slot is free: bounds the memory.
+        if (etags.has(number)) continue;
         while (running.size >= PARALLEL) await Promise.race(running);
         if (failure || stop.signal.aborted) break;
         const start = (number - 1) * partSize;
-        const bytes = new Uint8Array(
-          await file.slice(start, Math.min(start + partSize, size)).arrayBuffer());
-        // In file order, whatever order the PUTs finish in; parts S3 already
-        // has are hashed too, since the digest covers the whole file.
-        hasher.update(bytes);
-        if (etags.has(number)) continue;
-        const task = send(number, bytes).then(
+        // A slice of the File: the browser reads it from disk as it sends.
+        const body = file.slice(start, Math.min(start + partSize, size));
+        const task = send(number, body).then(
           (etag) => { etags.set(number, etag); },
           (error) => { failure ??= error; stop.abort(); },
         ).finally(() => running.delete(task));
         running.add(task);
       }
       await Promise.all(running);
-    } catch (error) {
-      // Only reading the file can fail here (e.g. it changed or vanished on
-      // disk); the PUTs in flight would be wasted.
-      stop.abort();
-      throw new Error(`Could not read ${file.name}: ${error.message}`);
+      await digest; // the ticker shows how far the SHA-256 has come
     } finally {
       clearInterval(ticker);
       meter.render();
     }
+    const sha256 = await digest;
     if (signal.aborted) throw new DOMException("cancelled", "AbortError");
     if (failure) throw failure;
+    if (!sha256) throw new Error(`Could not read ${file.name}`);
     ui.stats.textContent += " · finishing…";
     ui.cancel.hidden = true; // too late to cancel: S3 is assembling the parts
     const parts = [...etags.entries()].sort((a, b) => a[0] - b[0])
       .map(([part_number, etag]) => ({ part_number, etag }));
-    const version = await api("POST", `/${plan.upload_id}/complete`,
-      { parts, sha256: hasher.digest("hex") });
+    const version = await api("POST", `/${plan.upload_id}/complete`, { parts, sha256 });
     const seconds = (performance.now() - started) / 1000;
     ui.stats.textContent = `${mb(size - doneBytes)} sent in ${duration(seconds)} ` +
       `(${mb((size - doneBytes) / seconds)}/s on average).`;
@@ -357,8 +399,8 @@
     } catch (error) {
       return showError(error.message);
     }
-    if (typeof hashwasm === "undefined") {
-      return showError("The SHA-256 library (hash-wasm) did not load: reload the page.");
+    if (typeof Worker === "undefined") {
+      return showError("This browser cannot run the upload's SHA-256 worker (Web Workers).");
     }
     const { file, body } = input;
     const controller = new AbortController();
