@@ -357,7 +357,7 @@ def registry_sync(*, model: str | None = None) -> SyncReport:
                 elif (
                     not info.has_manifest
                     and info.artifact
-                    and info.status != ModelVersion.Status.INVALID
+                    and (info.model, info.version) not in retired
                 ):
                     hashes.append(row)
             created += len(new.get(name, []))
