@@ -16,6 +16,7 @@ from dashboard.accounts.services import token_authenticate
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.apis import router as deployments_router
 from dashboard.deployments.services import DeploymentError
+from dashboard.monitoring.apis import router as monitoring_router
 from dashboard.registry.apis import router as registry_router
 from dashboard.registry.names import InvalidName
 from dashboard.registry.uploads import UploadError
@@ -65,6 +66,7 @@ api = NinjaAPI(
 )
 api.add_router("/models", registry_router)
 api.add_router("/", deployments_router)
+api.add_router("/", monitoring_router)
 
 
 def _error(request: HttpRequest, status: int, detail: str, **extra: Any) -> HttpResponse:

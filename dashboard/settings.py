@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "dashboard.accounts",
     "dashboard.registry",
     "dashboard.deployments",
+    "dashboard.monitoring",
     "dashboard.devtools",
 ]
 
@@ -128,6 +129,7 @@ STATICFILES_DIRS = [
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
     ("vendor/hash-wasm", BASE_DIR / "node_modules" / "hash-wasm" / "dist"),
+    ("vendor/uplot", BASE_DIR / "node_modules" / "uplot" / "dist"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -220,6 +222,18 @@ DEPLOYMENT_POLL_SECONDS = env_float("DEPLOYMENT_POLL_SECONDS", 2.0, minimum=0.05
 DEPLOYMENT_TIMEOUT_SECONDS = env_int("DEPLOYMENT_TIMEOUT_SECONDS", 1800, minimum=10)
 DEPLOYMENT_STALE_SECONDS = env_int("DEPLOYMENT_STALE_SECONDS", 120, minimum=5)
 SERVICE_HTTP_TIMEOUT = env_float("SERVICE_HTTP_TIMEOUT", 5.0, minimum=0.1)
+
+# --- Monitoring (CloudWatch metrics, logs and alarms) -------------------------
+# Where CloudWatch cannot compute percentiles (the embedded AWS: moto computes
+# none), the local App Runner stand-in publishes pre-computed p50/p90/p99 under
+# this namespace; empty (the default, real AWS) asks CloudWatch for pNN itself.
+CLOUDWATCH_PERCENTILES_NAMESPACE = env_str("CLOUDWATCH_PERCENTILES_NAMESPACE", "")
+# The inference service's own metrics (EMF lines in its log), by model version.
+INFERENCE_METRICS_NAMESPACE = env_str("INFERENCE_METRICS_NAMESPACE", "ModelDeck/Inference")
+INFERENCE_METRICS_SERVICE_DIMENSION = env_str("INFERENCE_METRICS_SERVICE_DIMENSION", "Service")
+CLOUDWATCH_ALARM_PREFIX = env_str("CLOUDWATCH_ALARM_PREFIX", "modeldeck")
+# How long alarm states (DescribeAlarms) are reused by the pages and the bake check.
+MONITORING_ALARM_CACHE_SECONDS = env_int("MONITORING_ALARM_CACHE_SECONDS", 10, minimum=0)
 
 LOGGING = {
     "version": 1,

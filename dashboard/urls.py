@@ -1,6 +1,6 @@
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
-from django.urls import path, register_converter
+from django.urls import include, path, register_converter
 from django.views.generic import RedirectView
 
 from dashboard.accounts import views as account_views
@@ -65,6 +65,7 @@ urlpatterns = [
         name="rollback",
     ),
     path("deployments/<id:deployment_id>/", deployment_views.deployment_page, name="deployment"),
+    path("", include("dashboard.monitoring.urls")),
     path("admin/", admin_site.urls),
     path("api/", api.urls),
 ]

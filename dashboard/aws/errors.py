@@ -77,6 +77,7 @@ def translate(exc: Exception, *, operation: str) -> AwsError:
             "ParameterNotFound",
             "ParameterVersionNotFound",
             "ResourceNotFoundException",
+            "ResourceNotFound",  # CloudWatch (SetAlarmState of an unknown alarm)
             "NoSuchUpload",
         }:
             return AwsNotFoundError(text, code=code, operation=operation)
