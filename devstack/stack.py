@@ -191,6 +191,8 @@ def stack_env(ports: Ports, state_dir: Path) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         # Presigned URLs are opened by the browser: path style works on 127.0.0.1.
         "AWS_S3_ADDRESSING_STYLE": "path",
+        # moto computes no percentiles: the App Runner stand-in publishes them here.
+        "CLOUDWATCH_PERCENTILES_NAMESPACE": "DevStack/Percentiles",
     }
 
 
@@ -306,6 +308,8 @@ def up(ports: Ports, state_dir: Path) -> int:
                     str(config_path),
                     "--port",
                     str(ports.apprunner),
+                    # Logs and metrics to the embedded CloudWatch, as App Runner does.
+                    "--cloudwatch",
                 ],
                 env,
             )
