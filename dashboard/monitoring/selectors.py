@@ -207,17 +207,26 @@ def deployment_live_at(*, deployment: Deployment) -> dt.datetime | None:
 
 
 def version_live_at(*, environment: Environment, at: dt.datetime) -> str | None:
-    """The version the environment served at ``at``, by its deployments (else
-    the pointer's version as last known, for an environment never deployed)."""
+    """The version the environment served at ``at``, by its deployments: the last
+    one live by then, else what the first one after it replaced, else the
+    pointer's version as last known (an environment never deployed)."""
     field, went_live = _went_live()
-    row = (
-        Deployment.objects.filter(went_live, environment=environment)
-        .filter(**{f"{field}__lte": at})
+    live = Deployment.objects.filter(went_live, environment=environment)
+    before = (
+        live.filter(**{f"{field}__lte": at})
         .order_by(f"-{field}", "-id")
         .values_list("to_version", flat=True)
         .first()
     )
-    return row or environment.promoted_version or None
+    if before:
+        return before
+    after = (
+        live.filter(**{f"{field}__gt": at})
+        .order_by(field, "id")
+        .values_list("from_version", flat=True)
+        .first()
+    )
+    return after or environment.promoted_version or None
 
 
 def versions_in_window(

@@ -76,6 +76,8 @@
         a.title = `Deployment #${m.id} (${m.kind.replace("_", " ")}) of ${m.version}, live ${fmtTime(m.at)}`;
         a.dataset.deployment = String(m.id);
         a.style.left = `${left}px`;
+        // Near the right edge the label goes to the left of its line.
+        if (left > u.over.clientWidth - 90) a.classList.add("flip");
         a.style.top = `${2 + row * 18}px`;
         u.over.appendChild(a);
       }
@@ -109,6 +111,18 @@
     return NAMED[label] || PALETTE[index % PALETTE.length];
   }
 
+  // As wide as the longest tick label, so "1.5k ms" is never clipped.
+  function axisSize(u, values, axisIdx) {
+    const axis = u.axes[axisIdx];
+    let size = axis.ticks.size + axis.gap;
+    const longest = (values || []).reduce((a, v) => (v.length > a.length ? v : a), "");
+    if (longest) {
+      u.ctx.font = axis.font[0];
+      size += u.ctx.measureText(longest).width / devicePixelRatio;
+    }
+    return Math.ceil(size) + 8;
+  }
+
   function optsFor(chart, width) {
     const unit = chart.unit;
     return {
@@ -134,7 +148,7 @@
         {
           stroke: "#6b7385",
           grid: { stroke: "#eef0f3" },
-          size: 56,
+          size: axisSize,
           values: (u, splits) => splits.map((v) => withUnit(v, unit)),
         },
       ],
