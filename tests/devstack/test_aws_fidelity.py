@@ -100,7 +100,13 @@ def test_get_metric_data_answers_as_moto_does_on_random_data(clean_aws: str) -> 
         end = start + dt.timedelta(hours=5)
         ours = backend.get_metric_data(queries, start, end, scan)
         theirs = backend._moto_get_metric_data(queries, start, end, scan)
-        assert ours == theirs, (period, stat)
+        # Same answers; sums may differ in the last bit (another summation order).
+        assert len(ours) == len(theirs)
+        for mine, moto in zip(ours, theirs, strict=True):
+            assert {k: v for k, v in mine.items() if k != "values"} == {
+                k: v for k, v in moto.items() if k != "values"
+            }, (period, stat)
+            assert mine["values"] == pytest.approx(moto["values"], rel=1e-12), (period, stat)
         assert any(r["values"] for r in ours)
 
 
