@@ -11,9 +11,11 @@ twenty open pages cost CloudWatch what one costs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +38,8 @@ from dashboard.monitoring.selectors import (
     inference_dimensions,
     versions_in_window,
 )
+
+logger = logging.getLogger(__name__)
 
 # CloudWatch keeps one-minute data for 15 days, five-minute data for 63 days
 # and hourly data for 455 days; nothing older exists.
@@ -139,29 +143,37 @@ def shared_answer(key: str, ttl: int, compute: Callable[[], Any]) -> tuple[Any, 
 
     Returns (answer, whether it came from the cache). While one process
     computes, the others wait (up to 10 s) for its answer instead of computing
-    it too. A failure is not cached: the next request tries again.
+    it too. A failure is not cached: the next request tries again. Without a
+    working cache (Redis down) every request computes its own answer.
     """
-    found = cache.get(key)
-    if found is not None:
-        return found, True
-    lock = f"{key}:lock"
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-    while not cache.add(lock, 1, timeout=30):
-        time.sleep(0.05)
-        found = cache.get(key)
-        if found is not None:
-            return found, True
-        if time.monotonic() > deadline:
-            break  # the holder is stuck or dead: answer ourselves
     try:
         found = cache.get(key)
         if found is not None:
             return found, True
+        lock = f"{key}:lock"
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while not cache.add(lock, 1, timeout=30):
+            time.sleep(0.05)
+            found = cache.get(key)
+            if found is not None:
+                return found, True
+            if time.monotonic() > deadline:
+                break  # the holder is stuck or dead: answer ourselves
+        found = cache.get(key)
+        if found is not None:
+            cache.delete(lock)
+            return found, True
+    except Exception as exc:  # the cache is an optimisation, never a dependency
+        logger.warning("monitoring cache unavailable, asking CloudWatch directly: %s", exc)
+        return compute(), False
+    try:
         answer = compute()
-        cache.set(key, answer, max(1, ttl))
+        with contextlib.suppress(Exception):
+            cache.set(key, answer, max(1, ttl))
         return answer, False
     finally:
-        cache.delete(lock)
+        with contextlib.suppress(Exception):
+            cache.delete(lock)
 
 
 def _key(*parts: Any) -> str:

@@ -874,3 +874,25 @@ def test_deployment_fragment_shows_comparison_and_its_logs(
     page = client.get(f"/deployments/{deployment.pk}/")
     assert f'hx-get="/deployments/{deployment.pk}/monitoring"' in page.content.decode()
     assert client.get("/deployments/999999/monitoring").status_code == 404
+
+
+def test_metrics_answer_without_a_cache(env: Environment, aws: str, settings: Any) -> None:
+    """Redis down: every request asks CloudWatch itself, none fails."""
+    from tests.conftest import free_port
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    try:
+        window = metrics.window_for_preset("1h")
+        first = metrics.metrics_page_data(environment=env, window=window)
+        second = metrics.metrics_page_data(environment=env, window=window)
+        assert first["cached"] is False and second["cached"] is False
+        assert first["cloudwatch_calls"] == 1
+    finally:
+        # The suite's cache again before its own teardown clears it.
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
