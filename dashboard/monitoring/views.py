@@ -123,6 +123,8 @@ def _log_query(request: HttpRequest) -> dict[str, Any]:
         start = parse_instant(raw_start, "start") if raw_start else now - dt.timedelta(hours=1)
         end = parse_instant(raw_end, "end") if raw_end else now
     else:
+        if preset == "custom":  # chosen without picking the times: the default
+            preset = "1h"
         if preset not in LOG_RANGES:
             raise ValueError(f"range must be one of {', '.join(LOG_RANGES)} (or start and end)")
         start = now - dt.timedelta(seconds=LOG_RANGES[preset])
@@ -151,7 +153,6 @@ def logs_page(request: HttpRequest, model: str, environment: str) -> HttpRespons
             end=query["end"],
             next_token=request.GET.get("next") or None,
         )
-        streams = logview.stream_names(environment=env)
     except (ValueError, catalog.NotAServiceArn) as exc:
         return _problem(request, "Cannot show these logs", str(exc), 400)
     except AwsError as exc:
@@ -165,12 +166,25 @@ def logs_page(request: HttpRequest, model: str, environment: str) -> HttpRespons
             "ranges": LOG_RANGES,
             "lines": result.lines,
             "next_token": result.next_token,
-            "streams": streams,
             "rows_url": reverse("monitoring-logs-rows", args=[model, environment]),
+            "streams_url": reverse("monitoring-logs-streams", args=[model, environment]),
             "tail_after": max((line.timestamp for line in result.lines), default=0)
             or int(query["start"].timestamp() * 1000),
         },
     )
+
+
+@role_required(VIEWER)
+def logs_streams(request: HttpRequest, model: str, environment: str) -> HttpResponse:
+    """The most recently written streams of both log groups (the stream picker
+    loads them after the first screen of lines, which does not wait for them)."""
+    env = _environment_or_404(model, environment)
+    try:
+        return JsonResponse(logview.stream_names(environment=env))
+    except catalog.NotAServiceArn as exc:
+        return JsonResponse({"detail": str(exc)}, status=400)
+    except AwsError as exc:
+        return JsonResponse({"detail": f"CloudWatch Logs: {exc}"}, status=_aws_status(exc))
 
 
 @role_required(VIEWER)

@@ -816,6 +816,9 @@ def test_logs_page_lists_lines_with_request_columns(
     tail = client.get(f"/models/iris/environments/staging/logs/rows?after={app_logs + 20_000}")
     assert tail.status_code == 200 and "log-line" not in tail.content.decode()
     assert client.get("/models/iris/environments/staging/logs/rows?after=x").status_code == 400
+    streams = client.get("/models/iris/environments/staging/logs/streams").json()
+    assert sorted(streams["application"]) == ["instance/aa", "instance/bb"]
+    assert sorted(streams["service"]) == ["deployment/op-1", "events"]
 
 
 def test_settings_page_admin_saves_alarms_others_cannot(

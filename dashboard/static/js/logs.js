@@ -101,5 +101,27 @@
     }
   });
 
+  // The stream picker's streams, loaded after the first screen of lines.
+  const picker = document.getElementById("stream-picker");
+  if (picker && picker.dataset.streamsUrl) {
+    fetch(picker.dataset.streamsUrl, { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.json() : null))
+      .then((streams) => {
+        if (!streams) return;
+        const current = picker.dataset.current;
+        for (const group of ["application", "service"]) {
+          const box = picker.querySelector(`optgroup[data-group="${group}"]`);
+          for (const name of streams[group] || []) {
+            if (name === current) {
+              picker.querySelector(`option[value="${CSS.escape(name)}"]:not(optgroup option)`)?.remove();
+            }
+            const option = new Option(name, name, false, name === current);
+            box.appendChild(option);
+          }
+        }
+      })
+      .catch(() => {});
+  }
+
   if (!paused) timer = setTimeout(tail, TAIL_SECONDS * 1000);
 })();
