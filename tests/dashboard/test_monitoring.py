@@ -793,6 +793,10 @@ def test_metrics_page_and_data_by_persona(env: Environment, signed_in: Any, pers
     html = page.content.decode()
     assert 'data-url="/models/iris/environments/staging/metrics/data"' in html
     assert "vendor/uplot/uPlot.iife.min.js" in html and "<script>" not in html
+    # uPlot comes from npm (package-lock.json), served by the dashboard itself.
+    asset = client.get("/static/vendor/uplot/uPlot.iife.min.js")
+    body = b"".join(asset.streaming_content) if asset.streaming else asset.content
+    assert asset.status_code == 200 and b"uPlot" in body[:5000]
     data = client.get("/models/iris/environments/staging/metrics/data?range=6h")
     assert data.status_code == 200 and data.json()["period"] == 300
     bad = client.get("/models/iris/environments/staging/metrics/data?range=2h")
