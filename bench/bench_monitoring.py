@@ -215,12 +215,16 @@ def seed_metrics(endpoint: str, now: dt.datetime) -> dict[str, Any]:
             )
         if m % 5 == 0:
             version = "2026.11.2" if m < minutes // 2 else "2026.11.3"
-            dims = [{"Name": "Service", "Value": SERVICE}, {"Name": "Version", "Value": version}]
+            dims = [
+                {"Name": "Environment", "Value": "staging"},
+                {"Name": "Model", "Value": "iris"},
+                {"Name": "Version", "Value": version},
+            ]
             for name, value in (
                 ("Predictions", requests * 5 * 2.5),
                 ("PredictionLatency", p50 * 0.8),
                 ("BatchSize", 2.5),
-                ("PredictionErrors", 0),
+                ("Errors", 0),
             ):
                 add(
                     "ModelDeck/Inference",

@@ -228,9 +228,14 @@ SERVICE_HTTP_TIMEOUT = env_float("SERVICE_HTTP_TIMEOUT", 5.0, minimum=0.1)
 # none), the local App Runner stand-in publishes pre-computed p50/p90/p99 under
 # this namespace; empty (the default, real AWS) asks CloudWatch for pNN itself.
 CLOUDWATCH_PERCENTILES_NAMESPACE = env_str("CLOUDWATCH_PERCENTILES_NAMESPACE", "")
-# The inference service's own metrics (EMF lines in its log), by model version.
+# The inference service's own metrics (EMF lines in its log: dimensions Model and
+# Version plus its EMF_DIMENSIONS), by model version. This dimension, set to the
+# environment's name, tells environments of one model apart (the inference
+# service's EMF_DIMENSIONS=Environment=<name>); empty: none.
 INFERENCE_METRICS_NAMESPACE = env_str("INFERENCE_METRICS_NAMESPACE", "ModelDeck/Inference")
-INFERENCE_METRICS_SERVICE_DIMENSION = env_str("INFERENCE_METRICS_SERVICE_DIMENSION", "Service")
+INFERENCE_METRICS_ENVIRONMENT_DIMENSION = env_str(
+    "INFERENCE_METRICS_ENVIRONMENT_DIMENSION", "Environment"
+)
 CLOUDWATCH_ALARM_PREFIX = env_str("CLOUDWATCH_ALARM_PREFIX", "modeldeck")
 # How long alarm states (DescribeAlarms) are reused by the pages and the bake check.
 MONITORING_ALARM_CACHE_SECONDS = env_int("MONITORING_ALARM_CACHE_SECONDS", 10, minimum=0)

@@ -212,6 +212,8 @@ def apprunner_config(ports: Ports, env: dict[str, str], state_dir: Path) -> dict
                     "AWS_SECRET_ACCESS_KEY": "test",
                     "AWS_REGION": env["AWS_REGION"],
                     "TORCH_NUM_THREADS": "1",
+                    # Tells the environments' inference metrics apart (docs/monitoring.md).
+                    "EMF_DIMENSIONS": f"Environment={name}",
                     "HOST": "127.0.0.1",
                 },
                 "health_check_path": "/readyz",

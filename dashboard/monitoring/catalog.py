@@ -6,8 +6,9 @@ dimensions ``ServiceName`` and ``ServiceID`` (both read from the service ARN,
 to ``/aws/apprunner/<name>/<id>/application`` (stream ``instance/<id>``) and
 ``/aws/apprunner/<name>/<id>/service`` (streams ``events`` and
 ``deployment/<operation-id>``). The inference service's own metrics come from
-the EMF lines of its log, in ``settings.INFERENCE_METRICS_NAMESPACE`` with a
-``Version`` dimension.
+the EMF lines of its log, in ``settings.INFERENCE_METRICS_NAMESPACE`` with
+``Model`` and ``Version`` dimensions (plus whatever the service's
+``EMF_DIMENSIONS`` add, by default ``Environment``).
 """
 
 from __future__ import annotations
@@ -112,11 +113,12 @@ _METRICS = [
     MetricDef("CPUUtilization", "CPUUtilization", "Average", "%", "CPU"),
     MetricDef("MemoryUtilization", "MemoryUtilization", "Average", "%", "Memory"),
     MetricDef("Concurrency", "Concurrency", "Maximum", "count", "Concurrency"),
-    # The inference service's EMF metrics (names agreed with inference/).
+    # The inference service's EMF metrics (docs/inference.md, "Metrics for CloudWatch").
     MetricDef("Predictions", "Predictions", "Sum", "count", "Predictions", True, True),
     MetricDef("PredictionLatency", "PredictionLatency", "p99", "ms", "Prediction latency", True),
     MetricDef("BatchSize", "BatchSize", "Average", "examples", "Batch size", True),
-    MetricDef("PredictionErrors", "PredictionErrors", "Sum", "count", "Errors", True, True),
+    MetricDef("Errors", "Errors", "Sum", "count", "Errors (5xx)", True, True),
+    MetricDef("ClientErrors", "ClientErrors", "Sum", "count", "Client errors (4xx)", True, True),
     MetricDef("ModelLoadTime", "ModelLoadTime", "Maximum", "s", "Model load time", True),
 ]
 METRICS: dict[str, MetricDef] = {m.key: m for m in _METRICS}
@@ -252,9 +254,10 @@ CHARTS: tuple[ChartDef, ...] = (
     ),
     ChartDef(
         "prediction_errors",
-        "Prediction errors by version",
+        "Prediction errors (5xx) by version",
         "errors",
-        (SeriesDef("PredictionErrors", "Sum", "Errors"),),
+        (SeriesDef("Errors", "Sum", "Errors"),),
+        "/predict answers with status 500 or more; client errors (4xx) are not counted here.",
         per_version=True,
     ),
     ChartDef(

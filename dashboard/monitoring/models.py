@@ -63,9 +63,9 @@ class MonitoringSettings(models.Model):
     inference_dimensions = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Extra CloudWatch dimensions (besides Version) that pick this "
-        "environment's inference metrics; empty means {INFERENCE_METRICS_SERVICE_DIMENSION: "
-        "<App Runner service name>}.",
+        help_text="The inference service's EMF_DIMENSIONS for this environment (Model and "
+        'Version are always added); empty means {"Environment": "<environment name>"} '
+        "(INFERENCE_METRICS_ENVIRONMENT_DIMENSION).",
     )
     alarm_names = models.JSONField(
         default=list, blank=True, help_text="The CloudWatch alarms this dashboard created."

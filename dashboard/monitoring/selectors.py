@@ -131,12 +131,16 @@ def bake_minutes(*, environment: Environment) -> int:
 
 
 def inference_dimensions(*, environment: Environment) -> tuple[tuple[str, str], ...]:
-    """The dimensions (besides Version) that pick this environment's inference metrics."""
+    """The dimensions (besides Version) that pick this environment's inference
+    metrics: Model, plus the environment's own setting, else
+    ``{INFERENCE_METRICS_ENVIRONMENT_DIMENSION: <environment name>}``."""
     row = MonitoringSettings.objects.filter(environment=environment).first()
+    extra: dict[str, str] = {}
     if row is not None and row.inference_dimensions:
-        return tuple(sorted((str(k), str(v)) for k, v in row.inference_dimensions.items()))
-    identity = environment_service(environment=environment)
-    return ((settings.INFERENCE_METRICS_SERVICE_DIMENSION, identity.name),)
+        extra = {str(k): str(v) for k, v in row.inference_dimensions.items()}
+    elif settings.INFERENCE_METRICS_ENVIRONMENT_DIMENSION:
+        extra = {settings.INFERENCE_METRICS_ENVIRONMENT_DIMENSION: environment.name}
+    return tuple(sorted({**extra, "Model": environment.model_name}.items()))
 
 
 def environment_service(*, environment: Environment) -> ServiceIdentity:

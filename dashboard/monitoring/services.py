@@ -143,9 +143,9 @@ def _validate(row: MonitoringSettings) -> None:
         isinstance(k, str) and k and isinstance(v, str) and v for k, v in dims.items()
     ):
         raise MonitoringError("inference_dimensions: must map dimension names to non-empty strings")
-    if len(dims) > 29 or "Version" in dims:
+    if len(dims) > 28 or {"Model", "Version"} & set(dims):
         raise MonitoringError(
-            "inference_dimensions: at most 29 dimensions, and not Version (added per version)"
+            "inference_dimensions: at most 28 dimensions, and not Model or Version (always added)"
         )
     if row.alarms_enabled:
         try:

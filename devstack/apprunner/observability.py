@@ -17,8 +17,9 @@
   (against App Runner's default 1 vCPU and 2 GB, which DescribeService reports).
 - **EMF**: a line of an instance that is a CloudWatch Embedded Metric Format
   document becomes metrics, as CloudWatch Logs does with EMF in any log group.
-  Values may be numbers, arrays of numbers, or statistic sets
-  (``{"Min", "Max", "Count", "Sum"}``, optionally with ``Values``/``Counts``).
+  Values may be numbers, arrays of numbers, statistic sets
+  (``{"Min", "Max", "Count", "Sum"}``) or histograms (``Values``/``Counts``,
+  usually with the exact statistic set, as AWS's EMF libraries write them).
   Values are aggregated per metric and window into one statistic set.
 - **Percentiles**: CloudWatch computes percentiles from the values it stores;
   the embedded one (moto) computes none. So for RequestLatency and for every
@@ -99,6 +100,32 @@ class Distribution:
         self.maximum = max(self.maximum, value)
         if count == int(count) and len(self.values) + count <= 100_000:
             self.values.extend([value] * int(count))
+        else:
+            self.raw_complete = False
+
+    def add_histogram(
+        self,
+        values: list[float],
+        counts: list[float],
+        *,
+        exact: tuple[float, float, float, float] | None,
+    ) -> None:
+        """An EMF histogram: values (bin centres) with their counts, and when
+        given the exact (count, sum, min, max) of what was binned, which the
+        statistic set uses (the bins only feed the percentiles)."""
+        if exact is None:
+            for value, count in zip(values, counts, strict=True):
+                self.add(value, count)
+            return
+        count, total, minimum, maximum = exact
+        self.count += count
+        self.total += total
+        self.minimum = min(self.minimum, minimum)
+        self.maximum = max(self.maximum, maximum)
+        integral = all(c == int(c) for c in counts)
+        if integral and len(self.values) + sum(counts) <= 100_000:
+            for value, n in zip(values, counts, strict=True):
+                self.values.extend([value] * int(n))
         else:
             self.raw_complete = False
 
@@ -184,7 +211,7 @@ def parse_emf(line: str) -> list[tuple[MetricKey, float, Any]] | None:
             name = metric["Name"]
             unit = metric.get("Unit") if isinstance(metric.get("Unit"), str) else None
             value = document.get(name)
-            if _number(value) is None and not _valid_array(value) and not _valid_set(value):
+            if not _valid_value(value):
                 return None
             for dims in resolved_sets:
                 found.append(((namespace, name, dims, unit), stamp / 1000.0, value))
@@ -205,6 +232,20 @@ def _valid_set(value: Any) -> bool:
     )
 
 
+def _valid_value(value: Any) -> bool:
+    """A number, up to 100 numbers, a statistic set, or a histogram (Values and
+    Counts of the same length, up to 100, with or without the statistic set)."""
+    if _number(value) is not None or _valid_array(value) or _valid_set(value):
+        return True
+    if not isinstance(value, dict):
+        return False
+    values: Any = value.get("Values")
+    counts: Any = value.get("Counts")
+    return _valid_array(values) and (
+        counts is None or (_valid_array(counts) and len(counts) == len(values))
+    )
+
+
 def _add_value(distribution: Distribution, value: Any) -> None:
     number = _number(value)
     if number is not None:
@@ -218,8 +259,20 @@ def _add_value(distribution: Distribution, value: Any) -> None:
         if _valid_array(values) and (
             counts is None or (_valid_array(counts) and len(counts) == len(values))
         ):
-            for index, item in enumerate(values):
-                distribution.add(float(item), float(counts[index]) if counts else 1.0)
+            distribution.add_histogram(
+                [float(v) for v in values],
+                [float(c) for c in counts] if counts else [1.0] * len(values),
+                exact=(
+                    (
+                        float(value["Count"]),
+                        float(value["Sum"]),
+                        float(value["Min"]),
+                        float(value["Max"]),
+                    )
+                    if _valid_set(value)
+                    else None
+                ),
+            )
             return
         distribution.add_set(
             count=float(value["Count"]),

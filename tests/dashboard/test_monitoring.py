@@ -189,6 +189,8 @@ def test_page_data_sums_rates_averages_and_zero_filled_counts(
     # 11 service queries (4 counts, 3 latency percentiles, instances, concurrency,
     # CPU, memory; the rates reuse the counts) + 5 inference ones for version 1.0.
     assert data["queries"] == 16
+    predictions = next(c for c in data["charts"] if c["id"] == "predictions")
+    assert predictions["series"][0]["label"] == "1.0"
     again = metrics.metrics_page_data(environment=env, window=window)
     assert again["cached"] is True and series(again, "requests", "Requests") == [40.0, 0.0, 50.0]
 
@@ -227,7 +229,11 @@ def test_inference_charts_split_by_the_versions_served_in_the_window(
     deploy(env, "1.0", t - dt.timedelta(days=1))
     deploy(env, "2.0", t + dt.timedelta(minutes=1, seconds=30))
     for version, value in (("1.0", 7), ("2.0", 9)):
-        dims = [{"Name": "Service", "Value": "iris-staging"}, {"Name": "Version", "Value": version}]
+        dims = [
+            {"Name": "Environment", "Value": "staging"},
+            {"Name": "Model", "Value": "iris"},
+            {"Name": "Version", "Value": version},
+        ]
         put(
             aws,
             "ModelDeck/Inference",
@@ -567,7 +573,7 @@ def test_a_missing_alarm_reads_as_missing(env: Environment, aws: str) -> None:
     [
         ({"datapoints_to_alarm": 5, "evaluation_minutes": 3}, "at most evaluation_minutes"),
         ({"error_rate_percent": 0.0}, "error_rate_percent"),
-        ({"inference_dimensions": {"Version": "x"}}, "not Version"),
+        ({"inference_dimensions": {"Version": "x"}}, "not Model or Version"),
         ({"inference_dimensions": ["x"]}, "map dimension names"),
         ({"nonsense": 1}, "unknown settings"),
     ],

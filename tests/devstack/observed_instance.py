@@ -3,8 +3,9 @@
 Listens on ``$PORT``. ``GET /readyz`` answers 200. ``GET /status/<code>``
 answers that status; like the inference service, each such request prints one
 JSON request line and one CloudWatch EMF line (namespace ModelDeck/Inference,
-dimension sets [Service, Version] and [], a Predictions count and an array of
-PredictionLatency values), and a 5xx also prints an ERROR line on stderr.
+dimension sets [Environment, Model, Version] and [Environment, Model], a
+Predictions count and a PredictionLatency histogram), and a 5xx also prints
+an ERROR line on stderr.
 ``$VERSION`` is the model version it claims.
 """
 
@@ -54,13 +55,18 @@ class Handler(BaseHTTPRequestHandler):
             "version": VERSION,
             "request_id": uuid.uuid4().hex,
         }
+        # As the inference service writes them (docs/inference.md): two dimension
+        # sets, a count and a histogram with its exact statistic set.
         emf = {
             "_aws": {
                 "Timestamp": int(time.time() * 1000),
                 "CloudWatchMetrics": [
                     {
                         "Namespace": "ModelDeck/Inference",
-                        "Dimensions": [["Service", "Version"], []],
+                        "Dimensions": [
+                            ["Environment", "Model", "Version"],
+                            ["Environment", "Model"],
+                        ],
                         "Metrics": [
                             {"Name": "Predictions", "Unit": "Count"},
                             {"Name": "PredictionLatency", "Unit": "Milliseconds"},
@@ -68,10 +74,18 @@ class Handler(BaseHTTPRequestHandler):
                     }
                 ],
             },
-            "Service": "observed",
+            "Environment": "staging",
+            "Model": "iris",
             "Version": VERSION,
             "Predictions": 3,
-            "PredictionLatency": [1.0, 2.0, 30.0],
+            "PredictionLatency": {
+                "Values": [1.0, 2.0, 30.0],
+                "Counts": [1, 1, 1],
+                "Min": 0.9,
+                "Max": 30.5,
+                "Count": 3,
+                "Sum": 33.5,
+            },
         }
         print(json.dumps(line), flush=True)
         print(json.dumps(emf), flush=True)

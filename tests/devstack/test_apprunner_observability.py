@@ -93,10 +93,32 @@ def test_emf_numbers_arrays_statistic_sets_and_dimension_sets() -> None:
         emf([{"Name": "X"}], Service="s", X=True),
         emf([{"Name": "X"}], Service="s", X={"Min": 1, "Max": 2}),  # incomplete set
         emf([{"Name": "X"}], Service="s", X=float("nan")),
+        emf([{"Name": "X"}], Service="s", X={"Values": [1, 2], "Counts": [1]}),  # lengths differ
+        emf([{"Name": "X"}], Service="s", X={"Values": [], "Counts": []}),
     ],
 )
 def test_emf_refuses_what_cloudwatch_refuses(line: str) -> None:
     assert parse_emf(line) is None
+
+
+def test_emf_histograms_as_the_inference_service_writes_them() -> None:
+    histogram = {
+        "Values": [1.0, 2.0],
+        "Counts": [3, 1],
+        "Min": 0.8,
+        "Max": 2.1,
+        "Count": 4,
+        "Sum": 5.2,
+    }
+    found = parse_emf(emf([{"Name": "L", "Unit": "Milliseconds"}], Service="s", L=histogram))
+    assert found is not None and found[0][2] == histogram
+    from devstack.apprunner.observability import _add_value
+
+    d = Distribution()
+    _add_value(d, histogram)
+    _add_value(d, {"Values": [4.0], "Counts": [2]})  # no statistic set: from the bins
+    assert d.statistic_set() == {"SampleCount": 6.0, "Sum": 13.2, "Minimum": 0.8, "Maximum": 4.0}
+    assert (d.percentile(50), d.percentile(99)) == (1.0, 4.0)
 
 
 def test_distribution_percentiles_nearest_rank() -> None:
@@ -257,18 +279,30 @@ def test_stand_in_ships_app_runner_logs_and_metrics(clean_aws: str, tmp_path: Pa
             assert len(memory) == 1 and 0 < memory[0] < 100
 
         def emf_counted() -> Any:
-            inference = {"Service": "observed", "Version": "1.0"}
-            assert metric_values(
-                cw, "ModelDeck/Inference", "Predictions", inference, "Sum", since
-            ) == [45.0]
-            assert metric_values(cw, "ModelDeck/Inference", "Predictions", {}, "Sum", since) == [
+            per_version = {"Environment": "staging", "Model": "iris", "Version": "1.0"}
+            model = {"Environment": "staging", "Model": "iris"}
+            predictions = metric_values(
+                cw, "ModelDeck/Inference", "Predictions", per_version, "Sum", since
+            )
+            assert predictions == [45.0]
+            assert metric_values(cw, "ModelDeck/Inference", "Predictions", model, "Sum", since) == [
                 45.0
             ]
+            # The histogram's exact statistic set, not its bins, makes the stored one.
+            for stat, expected in (
+                ("SampleCount", 45.0),
+                ("Sum", 502.5),
+                ("Maximum", 30.5),
+                ("Minimum", 0.9),
+            ):
+                assert metric_values(
+                    cw, "ModelDeck/Inference", "PredictionLatency", per_version, stat, since
+                ) == [expected]
             p50 = metric_values(
                 cw,
                 "DevStack/Percentiles",
                 "PredictionLatency",
-                {**inference, "SourceNamespace": "ModelDeck/Inference", "Statistic": "p50"},
+                {**per_version, "SourceNamespace": "ModelDeck/Inference", "Statistic": "p50"},
                 "Average",
                 since,
             )
