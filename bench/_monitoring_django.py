@@ -54,6 +54,8 @@ def setup(password: str, service_arn: str, deployments: list[str]) -> dict[str, 
             pointer={"version": version},
             started_at=at - dt.timedelta(minutes=2),
             finished_at=at,
+            # Where deployments record when they went live (docs/monitoring.md).
+            **({"live_at": at} if hasattr(Deployment, "live_at") else {}),
         )
         previous = version
     type(environment).objects.filter(pk=environment.pk).update(promoted_version=previous)

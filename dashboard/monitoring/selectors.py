@@ -171,10 +171,18 @@ class DeploymentMarker:
         }
 
 
+# Deployments record when their revision took the traffic (``live_at``) in the
+# reworked deployment model; before it, a succeeded deployment's ``finished_at``
+# is the nearest thing. Decided once, from the model itself.
+_HAS_LIVE_AT = any(f.name == "live_at" for f in Deployment._meta.get_fields())
+
+
 def _went_live() -> tuple[str, Q]:
     """The field that says when a deployment's version went live, and which
-    deployments did. The one line to change when Deployment gains ``live_at``:
-    ``return "live_at", Q(live_at__isnull=False)``."""
+    deployments did (a version that went live and was rolled back later still
+    went live: its marker stays)."""
+    if _HAS_LIVE_AT:
+        return "live_at", Q(live_at__isnull=False)
     return "finished_at", Q(status=Deployment.Status.SUCCEEDED, finished_at__isnull=False)
 
 

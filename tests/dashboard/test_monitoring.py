@@ -79,6 +79,8 @@ def datum(
 def deploy(
     environment: Environment, version: str, at: dt.datetime, status: str = "succeeded"
 ) -> Deployment:
+    """A deployment whose version went live at ``at`` (if it succeeded)."""
+    live = {"live_at": at if status == "succeeded" else None} if selectors._HAS_LIVE_AT else {}
     return Deployment.objects.create(
         environment=environment,
         to_version=version,
@@ -87,6 +89,7 @@ def deploy(
         operation_id="6f1c2a9e-1111-4c3b-9d1e-0123456789ab",
         started_at=at - dt.timedelta(minutes=1),
         finished_at=at,
+        **live,
     )
 
 
