@@ -157,12 +157,17 @@ def logs_page(request: HttpRequest, model: str, environment: str) -> HttpRespons
         return _problem(request, "Cannot show these logs", str(exc), 400)
     except AwsError as exc:
         return _problem(request, "CloudWatch Logs is not answering", str(exc), _aws_status(exc))
+    if request.GET.get("next"):
+        query["live"] = False  # an older page: new lines do not belong on top of it
+    older = request.GET.copy()
+    older["next"] = result.next_token or ""
     return render(
         request,
         "monitoring/logs.html",
         {
             "environment": env,
             "query": query,
+            "older_query": older.urlencode(),
             "ranges": LOG_RANGES,
             "lines": result.lines,
             "next_token": result.next_token,

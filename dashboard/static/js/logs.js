@@ -79,10 +79,13 @@
     if (document.visibilityState === "visible" && !paused && !timer) tail();
   });
 
-  olderButton?.addEventListener("click", async () => {
+  // "Older lines" is a link (it works without JavaScript); here it appends instead.
+  olderButton?.addEventListener("click", async (event) => {
     const token = olderButton.dataset.next;
     if (!token) return;
-    olderButton.disabled = true;
+    event.preventDefault();
+    if (olderButton.getAttribute("aria-busy") === "true") return;
+    olderButton.setAttribute("aria-busy", "true");
     const params = new URLSearchParams(baseQuery);
     params.set("next", token);
     try {
@@ -94,10 +97,13 @@
       const next = response.headers.get("X-Next-Token") || "";
       olderButton.dataset.next = next;
       olderButton.hidden = !next;
+      const link = new URLSearchParams(baseQuery);
+      link.set("next", next);
+      olderButton.href = `?${link}`;
     } catch (error) {
       status.textContent = `Could not load older lines: ${error.message}`;
     } finally {
-      olderButton.disabled = false;
+      olderButton.removeAttribute("aria-busy");
     }
   });
 
