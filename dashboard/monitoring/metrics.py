@@ -283,7 +283,13 @@ def metrics_page_data(*, environment: Environment, window: TimeWindow) -> dict[s
     answer, cached = shared_answer(key, window.refresh or 3600, compute)
     # Markers come from our own database: always current, never cached.
     markers = deployment_markers(environment=environment, start=window.start, end=window.end)
-    return {**answer, "cached": cached, "markers": [m.as_json() for m in markers]}
+    return {
+        **answer,
+        "cached": cached,
+        "markers": [m.as_json() for m in markers],
+        # For the pages' refresh timing (the answer itself may be older).
+        "server_time": timezone.now().timestamp(),
+    }
 
 
 def _page_data(

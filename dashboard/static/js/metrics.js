@@ -195,37 +195,49 @@
     return el;
   }
 
+  function drawChart(chart, data, per) {
+    const key = `${chart.series.map((s) => s.label).join("|")}|${state.tz}`;
+    let entry = plots.get(chart.id);
+    if (!entry) {
+      const el = section(chart);
+      chartsBox.appendChild(el);
+      entry = { section: el, u: null, key: "" };
+      plots.set(chart.id, entry);
+    }
+    entry.section.querySelector(".unit").textContent =
+      `${chart.unit}${["requests", "responses", "examples", "errors"].includes(chart.unit) ? " " + per : ""}`;
+    const empty = entry.section.querySelector(".empty-note");
+    empty.textContent = chart.series.length === 0
+      ? "No model version served in this range."
+      : hasData(chart) ? "" : "No data in this range.";
+    entry.section.dataset.empty = hasData(chart) ? "0" : "1";
+    const plotBox = entry.section.querySelector(".plot");
+    const width = Math.max(280, plotBox.clientWidth || 500);
+    if (entry.u && entry.key === key) {
+      entry.u.setData(dataFor(chart, data.timestamps));
+    } else {
+      if (entry.u) entry.u.destroy();
+      entry.u = new uPlot(optsFor(chart, width), dataFor(chart, data.timestamps), plotBox);
+      entry.key = key;
+    }
+  }
+
+  let renderRun = 0;
   function render(data) {
     state.data = data;
+    const run = ++renderRun;
     document.getElementById("charts-loading")?.remove();
     chartsBox.setAttribute("aria-busy", "false");
     const per = `per ${data.period >= 3600 ? data.period / 3600 + " h" : data.period / 60 + " min"}`;
-    for (const chart of data.charts) {
-      const key = `${chart.series.map((s) => s.label).join("|")}|${state.tz}`;
-      let entry = plots.get(chart.id);
-      if (!entry) {
-        const el = section(chart);
-        chartsBox.appendChild(el);
-        entry = { section: el, u: null, key: "" };
-        plots.set(chart.id, entry);
-      }
-      entry.section.querySelector(".unit").textContent =
-        `${chart.unit}${["requests", "responses", "examples", "errors"].includes(chart.unit) ? " " + per : ""}`;
-      const empty = entry.section.querySelector(".empty-note");
-      empty.textContent = chart.series.length === 0
-        ? "No model version served in this range."
-        : hasData(chart) ? "" : "No data in this range.";
-      entry.section.dataset.empty = hasData(chart) ? "0" : "1";
-      const plotBox = entry.section.querySelector(".plot");
-      const width = Math.max(280, plotBox.clientWidth || 500);
-      if (entry.u && entry.key === key) {
-        entry.u.setData(dataFor(chart, data.timestamps));
-      } else {
-        if (entry.u) entry.u.destroy();
-        entry.u = new uPlot(optsFor(chart, width), dataFor(chart, data.timestamps), plotBox);
-        entry.key = key;
-      }
-    }
+    // The first charts now, the rest a pair per frame: the first one is on
+    // screen before the others are built.
+    const charts = [...data.charts];
+    const batch = () => {
+      if (run !== renderRun) return; // newer data arrived meanwhile
+      for (const chart of charts.splice(0, 2)) drawChart(chart, data, per);
+      if (charts.length) requestAnimationFrame(batch);
+    };
+    batch();
     notesBox.replaceChildren(...data.notes.map((text) => {
       const p = document.createElement("p");
       p.className = "msg small";
@@ -261,7 +273,7 @@
       const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
       if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
       render(body);
-      schedule(body.refresh);
+      schedule(nextRefresh(body));
     } catch (error) {
       if (error.name === "AbortError") return;
       statusLine.classList.add("error");
@@ -270,6 +282,17 @@
     } finally {
       if (state.inFlight === controller) state.inFlight = null;
     }
+  }
+
+  // Seconds until the next refresh: when the answer's refresh slot ends (the
+  // server rounds a range's end up to it), so every open page asks for the
+  // next slot together and they share one CloudWatch call; a little jitter
+  // spreads them. Timed by the server's clock, not this one.
+  function nextRefresh(data) {
+    if (!data.refresh) return 0;
+    const untilSlotEnd = data.end - data.server_time;
+    const jitter = 0.5 + Math.random() * 2;
+    return untilSlotEnd > 0 && untilSlotEnd <= data.refresh ? untilSlotEnd + jitter : data.refresh;
   }
 
   function schedule(seconds) {
