@@ -41,7 +41,6 @@ import base64
 import bisect
 import datetime as dt
 import heapq
-import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -93,7 +92,7 @@ class _MetricIndex:
         if data is not self.source or len(data) < self.seen:
             self.__init__()  # type: ignore[misc]
             self.source = data
-        for datum in itertools.islice(data, self.seen, None):
+        for datum in data[self.seen :]:
             key = (datum.namespace, datum.name, _dimension_key(datum.dimensions))
             group = self.groups.get(key)
             if group is None:
@@ -279,7 +278,7 @@ def _in_time_order(stream: Any, events: list[Any]) -> bool:
         if checked > len(events):
             checked, ordered, last = 0, True, -(2**63)
         if ordered:
-            for event in itertools.islice(events, checked, None):
+            for event in events[checked:]:
                 if event.timestamp < last:
                     ordered = False
                     break
