@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 NODE_STAMP := node_modules/.installed-$(shell cat package-lock.json | sha256sum | cut -c1-12)
 
-.PHONY: run test lint bench setup system-deps browser-deps bench-deps clean fmt
+.PHONY: run test lint bench setup system-deps browser-deps bench-deps clean fmt load
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -37,6 +37,10 @@ browser-deps:
 
 run: setup system-deps
 	$(PY) -m devstack up
+
+# Traffic for a running `make run` (another terminal): the charts move within seconds.
+load: setup
+	$(PY) -m devstack.load $(LOAD_ARGS)
 
 test: setup system-deps browser-deps
 	@eval "$$($(PY) -m tests.services)" && $(PY) -m pytest $(PYTEST_ARGS)

@@ -21,6 +21,7 @@ from dashboard.audit.apis import router as audit_router
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.apis import router as deployments_router
 from dashboard.deployments.services import DeploymentError
+from dashboard.monitoring.apis import router as monitoring_router
 from dashboard.registry.apis import router as registry_router
 from dashboard.registry.names import InvalidName
 from dashboard.registry.uploads import UploadError
@@ -98,6 +99,7 @@ api.add_router("/models", registry_router)
 api.add_router("/", deployments_router)
 # GET /api/deployments (the list); /api/deployments/<id> is the deployments router's.
 api.add_router("/", audit_router)
+api.add_router("/", monitoring_router)
 
 
 def _error(request: HttpRequest, status: int, detail: str, **extra: Any) -> HttpResponse:

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "dashboard.deployments",
     "dashboard.audit",
     "dashboard.webhooks",
+    "dashboard.monitoring",
     "dashboard.devtools",
 ]
 
@@ -185,6 +186,7 @@ STATICFILES_DIRS = [
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
     ("vendor/hash-wasm", BASE_DIR / "node_modules" / "hash-wasm" / "dist"),
+    ("vendor/uplot", BASE_DIR / "node_modules" / "uplot" / "dist"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -357,6 +359,23 @@ WEBHOOK_RETRY_MAX_SECONDS = env_float("WEBHOOK_RETRY_MAX_SECONDS", 12 * 3600.0, 
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5)
 # Receivers on the dashboard's own host: fine on a laptop, never in production.
 WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", not PRODUCTION)
+
+# --- Monitoring (CloudWatch metrics, logs and alarms) -------------------------
+# Where CloudWatch cannot compute percentiles (the embedded AWS: moto computes
+# none), the local App Runner stand-in publishes pre-computed p50/p90/p99 under
+# this namespace; empty (the default, real AWS) asks CloudWatch for pNN itself.
+CLOUDWATCH_PERCENTILES_NAMESPACE = env_str("CLOUDWATCH_PERCENTILES_NAMESPACE", "")
+# The inference service's own metrics (EMF lines in its log: dimensions Model and
+# Version plus its EMF_DIMENSIONS), by model version. This dimension, set to the
+# environment's name, tells environments of one model apart (the inference
+# service's EMF_DIMENSIONS=Environment=<name>); empty: none.
+INFERENCE_METRICS_NAMESPACE = env_str("INFERENCE_METRICS_NAMESPACE", "ModelDeck/Inference")
+INFERENCE_METRICS_ENVIRONMENT_DIMENSION = env_str(
+    "INFERENCE_METRICS_ENVIRONMENT_DIMENSION", "Environment"
+)
+CLOUDWATCH_ALARM_PREFIX = env_str("CLOUDWATCH_ALARM_PREFIX", "modeldeck")
+# How long alarm states (DescribeAlarms) are reused by the pages and the bake check.
+MONITORING_ALARM_CACHE_SECONDS = env_int("MONITORING_ALARM_CACHE_SECONDS", 10, minimum=0)
 
 LOGGING = {
     "version": 1,

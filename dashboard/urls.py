@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.templatetags.static import static
-from django.urls import path, register_converter
+from django.urls import include, path, register_converter
 from django.views.generic import RedirectView
 
 from dashboard.accounts import views as account_views
@@ -135,6 +135,7 @@ urlpatterns = [
         webhook_views.webhook_test_view,
         name="webhook-test",
     ),
+    path("", include("dashboard.monitoring.urls")),
     path("admin/", admin_site.urls),
     path("api/", api.urls),
 ]

@@ -34,6 +34,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
+from devstack import aws_fidelity
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -120,6 +122,8 @@ def start_moto_server(host: str = "127.0.0.1", port: int = 5000) -> EmbeddedAws:
     startup failure.
     """
     _check_port_free(host, port)
+    # GetMetricData and FilterLogEvents as AWS answers them (see aws_fidelity).
+    aws_fidelity.install()
     server = _MotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     if server.startup_error is not None:

@@ -240,6 +240,8 @@ def stack_env(ports: Ports, state_dir: Path) -> dict[str, str]:
         "DEPLOYMENT_RECONCILE_EVERY_SECONDS": os.environ.get(
             "DEPLOYMENT_RECONCILE_EVERY_SECONDS", "1"
         ),
+        # moto computes no percentiles: the App Runner stand-in publishes them here.
+        "CLOUDWATCH_PERCENTILES_NAMESPACE": "DevStack/Percentiles",
     }
 
 
@@ -283,6 +285,8 @@ def apprunner_config(
                     "AWS_SECRET_ACCESS_KEY": "test",
                     "AWS_REGION": env["AWS_REGION"],
                     "TORCH_NUM_THREADS": "1",
+                    # Tells the environments' inference metrics apart (docs/monitoring.md).
+                    "EMF_DIMENSIONS": f"Environment={name}",
                     "HOST": "127.0.0.1",
                 },
                 "health_check_path": "/readyz",
@@ -407,6 +411,8 @@ def up(ports: Ports, state_dir: Path) -> int:
                     str(config_path),
                     "--port",
                     str(ports.apprunner),
+                    # Logs and metrics to the embedded CloudWatch, as App Runner does.
+                    "--cloudwatch",
                 ],
                 env,
             )

@@ -58,22 +58,30 @@ def client(service_name: str) -> Any:
 
 
 def fast_timestamp(value: Any) -> dt.datetime:
-    """Parse a timestamp of an AWS answer.
+    """Parse a timestamp of an AWS answer into an aware UTC datetime.
 
-    ISO 8601 with a zone (every key of an S3 listing has one) goes to the
-    standard library, which is some 50 times faster than the dateutil parser
-    botocore uses: with 20,000 keys that parser was most of a sync's time.
-    Anything else (RFC 822 headers, epoch numbers, no zone) goes to botocore's
-    own parser, so every answer still parses as botocore documents.
+    ISO 8601 with a zone (every key of an S3 listing, every CloudWatch data
+    point) goes to the standard library, some 50 times faster than the
+    dateutil parser botocore uses (with 20,000 keys, or a week of one-minute
+    points, that parser was most of the work); epoch numbers (the JSON
+    protocols) are read directly. Anything else (RFC 822 headers, no zone) goes
+    to botocore's own parser, so every answer still parses as botocore
+    documents; the result is the same instant, in UTC rather than local time.
     """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
-            return parsed
-    return DEFAULT_TIMESTAMP_PARSER(value)
+            return parsed.astimezone(dt.UTC)
+    return DEFAULT_TIMESTAMP_PARSER(value).astimezone(dt.UTC)
+
+
+# Monitoring's name for the same parser (CloudWatch answers are all UTC).
+utc_timestamp = fast_timestamp
 
 
 def reset_clients() -> None:

@@ -82,6 +82,7 @@ _NOT_FOUND_CODES = {
     "ParameterNotFound",
     "ParameterVersionNotFound",
     "ResourceNotFoundException",
+    "ResourceNotFound",  # CloudWatch (SetAlarmState of an unknown alarm)
     "NoSuchUpload",
 }
 

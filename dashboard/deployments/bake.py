@@ -1,22 +1,9 @@
 """The bake window: how long a new revision must stay healthy, and whether
-one of the environment's alarms fires meanwhile."""
+one of the environment's alarms fires meanwhile (the monitoring app owns the
+alarms; this is the deployment state machine's view of them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dashboard.monitoring.selectors import AlarmState, alarms_firing, bake_minutes
 
-from dashboard.deployments.models import Environment
-
-
-@dataclass(frozen=True)
-class FiringAlarm:
-    name: str
-    reason: str = ""
-
-
-def bake_minutes(*, environment: Environment) -> int:
-    return 0
-
-
-def alarms_firing(*, environment: Environment) -> list[FiringAlarm]:
-    return []
+__all__ = ["AlarmState", "alarms_firing", "bake_minutes"]

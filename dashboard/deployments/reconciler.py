@@ -690,7 +690,16 @@ def _describe_live(live: LiveVersion) -> str:
 
 
 def _step_bake(deployment: Deployment, token: str) -> Transition:
-    firing = bake.alarms_firing(environment=deployment.environment)
+    try:
+        firing = bake.alarms_firing(environment=deployment.environment)
+    except AwsError as exc:
+        # Unknown is not ALARM: a CloudWatch outage must not roll back a good
+        # version. Look again; the window still ends on time.
+        transition = _bake_ends(deployment) or Transition(wait=settings.DEPLOYMENT_POLL_SECONDS)
+        if deployment.operation_status != "ALARMS_UNKNOWN":
+            transition.updates["operation_status"] = "ALARMS_UNKNOWN"
+            transition.log(f"could not read the alarms ({exc}); looking again", "warning")
+        return transition
     if firing:
         names = ", ".join(a.name for a in firing)
         return _failing(
@@ -699,10 +708,16 @@ def _step_bake(deployment: Deployment, token: str) -> Transition:
             + (f": {firing[0].reason}" if firing[0].reason else ""),
             outcome=Status.ROLLED_BACK,
         )
-    if deployment.bake_until is None or timezone.now() >= deployment.bake_until:
-        transition = Transition(finish=Status.SUCCEEDED)
+    return _bake_ends(deployment, quiet=True) or Transition(wait=settings.DEPLOYMENT_POLL_SECONDS)
+
+
+def _bake_ends(deployment: Deployment, *, quiet: bool = False) -> Transition | None:
+    if deployment.bake_until is not None and timezone.now() < deployment.bake_until:
+        return None
+    transition = Transition(finish=Status.SUCCEEDED)
+    if quiet:
         return transition.log("the bake window passed with every alarm quiet")
-    return Transition(wait=settings.DEPLOYMENT_POLL_SECONDS)
+    return transition.log("the bake window passed (the alarms could not be read at its end)")
 
 
 def _step_restore(deployment: Deployment, token: str) -> Transition:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 from devstack.apprunner.config import ConfigError, load_config
+from devstack.apprunner.observability import DEFAULT_PERCENTILES_NAMESPACE, CloudWatchShipper
 from devstack.apprunner.server import StandIn
 
 
@@ -22,6 +24,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="JSON configuration file")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=5100, help="API port (0: any free port)")
+    parser.add_argument(
+        "--cloudwatch",
+        action="store_true",
+        help="ship logs and metrics to CloudWatch (Logs) as App Runner does, at "
+        "AWS_ENDPOINT_URL (the embedded AWS) or real AWS",
+    )
+    parser.add_argument(
+        "--metrics-seconds",
+        type=float,
+        default=5.0,
+        help="with --cloudwatch: how often metrics are published (App Runner: 60)",
+    )
+    parser.add_argument(
+        "--percentiles-namespace",
+        default=DEFAULT_PERCENTILES_NAMESPACE,
+        help="with --cloudwatch: where pre-computed p50/p90/p99 go",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -33,8 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"apprunner: {exc}", file=sys.stderr)
         return 2
+    shipper = None
+    if args.cloudwatch:
+        if not args.metrics_seconds > 0:
+            print("apprunner: --metrics-seconds must be positive", file=sys.stderr)
+            return 2
+        shipper = CloudWatchShipper(
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            region=config.region,
+            metrics_seconds=args.metrics_seconds,
+            percentiles_namespace=args.percentiles_namespace,
+        )
     try:
-        asyncio.run(_serve(StandIn(config, host=args.host, port=args.port)))
+        asyncio.run(_serve(StandIn(config, host=args.host, port=args.port, shipper=shipper)))
     except OSError as exc:
         print(f"apprunner: {exc}", file=sys.stderr)
         return 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -32,6 +33,15 @@ _HOP_BY_HOP = {
 }
 
 
+class RequestObserver(Protocol):
+    """Told about every request the stable URL answers (App Runner's request
+    metrics): called on the event loop, so it must only count, never block."""
+
+    def request_started(self, service: str) -> None: ...
+
+    def request_finished(self, service: str, status: int, seconds: float) -> None: ...
+
+
 class _ClientDisconnected(Exception):
     """The client went away while its request body was being forwarded."""
 
@@ -45,12 +55,36 @@ class ServiceProxy:
     Bodies stream in both directions with ASGI back-pressure, never buffered whole.
     """
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, observer: RequestObserver | None = None) -> None:
         self._service = service
+        self._observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # websockets are disabled on the server; lifespan is off
+        observer = self._observer
+        if observer is None:
+            await self._handle(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        observer.request_started(self._service.name)
+        try:
+            await self._handle(scope, receive, observed)
+        finally:
+            # No status: the client left before an answer (nginx's 499).
+            observer.request_finished(
+                self._service.name, status or 499, time.perf_counter() - started
+            )
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         instance = self._service.routable_instance()
         if instance is None:
             await _plain(

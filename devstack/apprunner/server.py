@@ -17,6 +17,7 @@ import uvicorn
 from devstack.apprunner.api import AppRunnerApi, service_model
 from devstack.apprunner.config import StandInConfig
 from devstack.apprunner.logsink import ConsoleSink, FanOutSink, FileSink, LogSink
+from devstack.apprunner.observability import CloudWatchShipper
 from devstack.apprunner.proxy import ServiceProxy
 from devstack.apprunner.service import Service
 
@@ -95,6 +96,8 @@ class StandIn:
     host: str = "127.0.0.1"
     port: int = 5100
     extra_sinks: Iterable[LogSink] = ()
+    # Ships logs and metrics to CloudWatch as App Runner does (observability.py).
+    shipper: CloudWatchShipper | None = None
     services: list[Service] = field(default_factory=list)
     endpoint_url: str = ""
     _sink: LogSink | None = None
@@ -117,8 +120,9 @@ class StandIn:
 
     async def _start(self) -> None:
         config = self.config
+        shipped: list[LogSink] = [self.shipper] if self.shipper is not None else []
         self._sink = FanOutSink(
-            [ConsoleSink(), FileSink(config.state_dir / "logs"), *self.extra_sinks]
+            [ConsoleSink(), FileSink(config.state_dir / "logs"), *self.extra_sinks, *shipped]
         )
         service_model()  # load botocore's model now, not on the first request
         sockets: list[socket.socket] = []
@@ -147,13 +151,15 @@ class StandIn:
         api = AppRunnerApi({s.arn: s for s in self.services})
         self._serve(api.app(), api_socket)
         for service, sock in zip(self.services, sockets[1:], strict=True):
-            self._serve(ServiceProxy(service), sock)
+            self._serve(ServiceProxy(service, observer=self.shipper), sock)
         # Let the servers call listen() before anyone is told the URLs.
         while not all(server.started for server, _ in self._servers):
             for _server, task in self._servers:
                 if task.done():
                     raise RuntimeError("an HTTP server of the stand-in failed to start")
             await asyncio.sleep(0.01)
+        if self.shipper is not None:
+            self.shipper.start(self.services)
         logger.info("App Runner stand-in started (process %d)", os.getpid())
         logger.info("App Runner API listening on %s", self.endpoint_url)
         for service in self.services:
@@ -204,6 +210,7 @@ def run_in_background(
     host: str = "127.0.0.1",
     port: int = 0,
     extra_sinks: Iterable[LogSink] = (),
+    shipper: CloudWatchShipper | None = None,
     startup_timeout: float = 30.0,
 ) -> Iterator[RunningStandIn]:
     """Run the stand-in in a thread with its own event loop; stop it on exit.
@@ -215,7 +222,7 @@ def run_in_background(
     holder: dict[str, object] = {}
 
     async def main() -> None:
-        stand_in = StandIn(config, host=host, port=port, extra_sinks=extra_sinks)
+        stand_in = StandIn(config, host=host, port=port, extra_sinks=extra_sinks, shipper=shipper)
         stop_event = asyncio.Event()
         holder["loop"] = asyncio.get_running_loop()
         holder["stop"] = stop_event
