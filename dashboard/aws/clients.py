@@ -77,7 +77,8 @@ def fast_timestamp(value: Any) -> dt.datetime:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
             return parsed.astimezone(dt.UTC)
-    return DEFAULT_TIMESTAMP_PARSER(value).astimezone(dt.UTC)
+    parsed = DEFAULT_TIMESTAMP_PARSER(value)
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else parsed
 
 
 # Monitoring's name for the same parser (CloudWatch answers are all UTC).

@@ -656,7 +656,13 @@ def _step_verify(deployment: Deployment, token: str) -> Transition:
     if live.sha256 == deployment.sha256 and live.version == deployment.to_version:
         transition.updates.update(live_version=live.version, live_sha256=live.sha256)
         transition.log(f"verified: the service serves {live.version} (SHA-256 {live.sha256[:12]}…)")
-        minutes = bake.bake_minutes(environment=deployment.environment)
+        # Only promotions bake: a rollback returns to a version that served
+        # before, and the alarms the bad one set off take minutes to clear.
+        minutes = (
+            bake.bake_minutes(environment=deployment.environment)
+            if deployment.kind == Deployment.Kind.PROMOTE
+            else 0
+        )
         if minutes > 0:
             transition.updates.update(
                 status=Status.BAKING,

@@ -461,3 +461,76 @@ def test_stopping_an_app_runner_operation_follows_it_then_rolls_back(
     assert run_to_end(rollback.pk).status == "succeeded"
     assert served(deploy_stack["url"])["version"] == "1.0"
     assert pointer_now()["version"] == "1.0"
+
+
+def _bake_setup(stack: dict[str, Any], admin: Any, settings: Any) -> list[str]:
+    from dashboard.monitoring.services import monitoring_settings_update
+
+    settings.MONITORING_ALARM_CACHE_SECONDS = 0
+    row = monitoring_settings_update(
+        environment=stack["environment"],
+        user=admin,
+        values={"alarms_enabled": True, "bake_minutes": 1},
+    )
+    return list(row.alarm_names)
+
+
+def _until_baking(deployment: Deployment) -> Deployment:
+    deadline = time.monotonic() + 60
+    while deployment.status != "baking":
+        assert deployment.status not in Deployment.FINAL, messages(deployment)
+        assert time.monotonic() < deadline, deployment.status
+        deployment_advance(deployment_id=deployment.pk)
+        deployment.refresh_from_db()
+        time.sleep(0.05)
+    return deployment
+
+
+def test_an_alarm_during_the_bake_window_rolls_back(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    from dashboard.monitoring.services import alarm_state_set
+
+    alarms = _bake_setup(deploy_stack, personas["admin"], settings)
+    assert alarms
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
+    deployment = _until_baking(deployment)
+    assert deployment.bake_until is not None and served(deploy_stack["url"])["version"] == "1.1"
+    # What CloudWatch does when 5xx responses pass the threshold (SetAlarmState:
+    # AWS's own way to test what an alarm sets off).
+    alarm_state_set(
+        environment=deploy_stack["environment"],
+        name=alarms[0],
+        state="ALARM",
+        reason="Threshold Crossed: 5xx rate 42% > 5%",
+    )
+    deployment = run_to_end(deployment.pk)
+    assert deployment.status == "rolled_back"
+    assert alarms[0] in deployment.error and "bake window" in deployment.error
+    rollback = Deployment.objects.get(undoes=deployment)
+    assert rollback.kind == "auto_rollback" and alarms[0] in rollback.reason
+    alarm_state_set(
+        environment=deploy_stack["environment"], name=alarms[0], state="OK", reason="recovered"
+    )
+    assert run_to_end(rollback.pk).status == "succeeded"
+    assert served(deploy_stack["url"])["version"] == "1.0" and pointer_now()["version"] == "1.0"
+
+
+def test_a_quiet_bake_window_ends_in_success(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    _bake_setup(deploy_stack, personas["admin"], settings)
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
+    deployment = _until_baking(deployment)
+    assert deployment_advance(deployment_id=deployment.pk) == "baking"  # not over yet
+    # The minute passes (moved, not waited for).
+    Deployment.objects.filter(pk=deployment.pk).update(
+        bake_until=timezone.now(), next_step_at=timezone.now()
+    )
+    deployment = run_to_end(deployment.pk)
+    assert deployment.status == "succeeded"
+    assert any("bake window passed" in m for m in messages(deployment))
