@@ -3,10 +3,16 @@
 boto3 reads ``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_<SERVICE>`` from the
 environment itself, which is how the local stack points these clients at the
 embedded AWS and the App Runner stand-in.
+
+With ``MODELDECK_AWS_CALL_LOG`` set to a file, every operation these clients
+call (or presign) is appended to it, one JSON line per distinct call: the test
+suite checks them against the dashboard's IAM policy (infra/base.yaml).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from typing import Any
 
@@ -45,9 +51,84 @@ def client(service_name: str) -> Any:
                 # One session per process: it caches the parsed service models,
                 # which are the slow part of building a client.
                 _session = boto3.session.Session()
+                call_log = os.environ.get(CALL_LOG_ENV)
+                if call_log:
+                    record_calls(_session, call_log)
             existing = _session.client(service_name, config=config)  # type: ignore[call-overload]
             _clients[service_name] = existing
         return existing
+
+
+CALL_LOG_ENV = "MODELDECK_AWS_CALL_LOG"
+
+# Parameters that name what a call touches (kept in the log); values of the
+# rest (bodies, pointer documents) never leave the process.
+_NAMING_PARAMS = (
+    "Bucket",
+    "Key",
+    "Prefix",
+    "Name",
+    "ServiceArn",
+    "serviceArn",
+    "service",
+    "cluster",
+    "taskDefinition",
+    "logGroupName",
+    "logGroupIdentifier",
+    "AlarmName",
+)
+
+
+def record_calls(session: boto3.session.Session, path: str) -> None:
+    """Append every operation the session's clients call to ``path`` (JSON lines).
+
+    ``sent`` says the call reached AWS (or was presigned for a browser to send);
+    a call answered by botocore's Stubber never is. Several processes may share
+    the file: each line is one small O_APPEND write.
+    """
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def write(entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, sort_keys=True)
+        with lock:
+            if line in seen:
+                return
+            seen.add(line)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def summary(model: Any, params: dict[str, Any]) -> dict[str, Any]:
+        kept: dict[str, Any] = {
+            k: params[k] for k in _NAMING_PARAMS if isinstance(params.get(k), str)
+        }
+        kept.update({k: True for k in params if k not in kept and k not in _NAMING_PARAMS})
+        return {
+            "service": model.service_model.service_name,
+            "operation": model.name,
+            "params": kept,
+        }
+
+    def before_parameter_build(
+        params: dict[str, Any], model: Any, context: Any = None, **_: Any
+    ) -> None:
+        entry = summary(model, params)
+        presigned = bool(context and context.get("is_presign_request"))
+        if context is not None:
+            context["modeldeck_call"] = entry
+        write({**entry, "sent": presigned})
+
+    def before_send(request: Any, **_: Any) -> None:
+        entry = (getattr(request, "context", None) or {}).get("modeldeck_call")
+        if entry is not None:
+            write({**entry, "sent": True})
+
+    events = session._session.get_component("event_emitter")
+    events.register("before-parameter-build.*.*", before_parameter_build)
+    events.register("before-send.*.*", before_send)
 
 
 def reset_clients() -> None:
