@@ -238,5 +238,8 @@ def allowed(policy: Iterable[Statement], action: str, resource: str) -> bool:
 
 
 def sample_arn(pattern: str, filler: str = "modeldeck-sample") -> str:
-    """A concrete resource that ``pattern`` (an IAM resource with wildcards) matches."""
+    """A concrete resource that ``pattern`` (an IAM resource with wildcards) matches;
+    "*" stays "*" (an action IAM does not scope to a resource)."""
+    if pattern == "*":
+        return pattern
     return pattern.replace("*", filler).replace("?", "x")
