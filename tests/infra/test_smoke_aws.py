@@ -19,9 +19,12 @@ NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/modeldeck/modeldeck-DashboardRole-ABC"
 BUCKET = "modeldeck-modelsbucket-1x2y"
-APPRUNNER_ARN = f"arn:aws:apprunner:us-east-1:{ACCOUNT}:service/modeldeck-iris-staging/0123456789abcdef0123456789abcdef"
+SERVICE_ID = "0123456789abcdef0123456789abcdef"
+APPRUNNER_ARN = f"arn:aws:apprunner:us-east-1:{ACCOUNT}:service/modeldeck-iris-staging/{SERVICE_ID}"
 ECS_ARN = f"arn:aws:ecs:us-east-1:{ACCOUNT}:service/modeldeck/modeldeck-iris-production"
 SHA = "a" * 64
+REGISTRY = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+REVISIONS = f"arn:aws:ecs:us-east-1:{ACCOUNT}:service-revision/modeldeck"
 
 
 def stack(name: str, outputs: dict[str, str]) -> dict[str, Any]:
@@ -75,7 +78,7 @@ def apprunner_service(
     return {
         "Service": {
             "ServiceName": "modeldeck-iris-staging",
-            "ServiceId": "0123456789abcdef0123456789abcdef",
+            "ServiceId": SERVICE_ID,
             "ServiceArn": APPRUNNER_ARN,
             "ServiceUrl": "abc.us-east-1.awsapprunner.com",
             "CreatedAt": NOW,
@@ -83,7 +86,7 @@ def apprunner_service(
             "Status": status,
             "SourceConfiguration": {
                 "ImageRepository": {
-                    "ImageIdentifier": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/modeldeck/inference:abc",
+                    "ImageIdentifier": f"{REGISTRY}/modeldeck/inference:abc",
                     "ImageRepositoryType": "ECR",
                     "ImageConfiguration": {
                         "Port": "8080",
@@ -113,7 +116,7 @@ def ecs_service(
             "status": {"statusCode": status},
             "activeConfigurations": [
                 {
-                    "serviceRevisionArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:service-revision/modeldeck/modeldeck-iris-production/{i}",
+                    "serviceRevisionArn": f"{REVISIONS}/modeldeck-iris-production/{i}",
                     "healthCheckPath": path,
                     "primaryContainer": {
                         "image": "inference:abc",
