@@ -91,6 +91,7 @@ class Context:
 
     values: Mapping[str, str]
     imports: Mapping[str, str] | None = None
+    conditions: Mapping[str, bool] | None = None
 
     def lookup(self, name: str) -> str:
         if name in self.values:
@@ -114,16 +115,32 @@ def default_context(template: Mapping[str, Any], **values: str) -> Context:
     return Context(merged)
 
 
+class _NoValue:
+    """``Ref: AWS::NoValue``: the property or list item is dropped."""
+
+
+NO_VALUE = _NoValue()
+
+
 def resolve(node: Any, context: Context) -> Any:
-    """Evaluate the name-building intrinsic functions in ``node``."""
+    """Evaluate the name-building intrinsic functions in ``node`` (and Fn::If,
+    when the context knows the template's conditions)."""
     if isinstance(node, list):
-        return [resolve(item, context) for item in node]
+        items = [resolve(item, context) for item in node]
+        return [item for item in items if item is not NO_VALUE]
     if not isinstance(node, dict):
         return node
     if len(node) == 1:
         ((key, arg),) = node.items()
+        if key == "Ref" and arg == "AWS::NoValue":
+            return NO_VALUE
         if key == "Ref":
             return context.lookup(str(arg))
+        if key == "Fn::If" and context.conditions is not None:
+            name, when_true, when_false = arg
+            if name not in context.conditions:
+                raise Unresolvable(f"no value for condition {name}")
+            return resolve(when_true if context.conditions[name] else when_false, context)
         if key == "Fn::Sub":
             return _sub(arg, context)
         if key == "Fn::GetAtt":
@@ -145,7 +162,8 @@ def resolve(node: Any, context: Context) -> Any:
             return context.imports[name]
         if key.startswith("Fn::") or key == "Condition":
             raise Unresolvable(f"{key} is not evaluated here")
-    return {key: resolve(value, context) for key, value in node.items()}
+    resolved = {key: resolve(value, context) for key, value in node.items()}
+    return {key: value for key, value in resolved.items() if value is not NO_VALUE}
 
 
 def _sub(arg: Any, context: Context) -> str:
