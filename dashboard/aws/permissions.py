@@ -127,7 +127,13 @@ OPERATIONS: dict[str, tuple[Need, ...]] = {
     "apprunner:DescribeService": (Need("apprunner:DescribeService", "apprunner-service"),),
     "apprunner:ListOperations": (Need("apprunner:ListOperations", "apprunner-service"),),
     "apprunner:StartDeployment": (Need("apprunner:StartDeployment", "apprunner-service"),),
-    "apprunner:UpdateService": (Need("apprunner:UpdateService", "apprunner-service"),),
+    # Passing the service's roles again (SourceConfiguration's access role,
+    # InstanceConfiguration's instance role) is passing them: iam:PassRole.
+    "apprunner:UpdateService": (
+        Need("apprunner:UpdateService", "apprunner-service"),
+        Need("iam:PassRole", "inference-role", when="SourceConfiguration"),
+        Need("iam:PassRole", "inference-role", when="InstanceConfiguration"),
+    ),
     "apprunner:ListServices": (Need("apprunner:ListServices", "*"),),
     # ECS target (Express Mode and classic services).
     "ecs:DescribeExpressGatewayService": (
