@@ -188,9 +188,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.registry.tasks.registry_sync",
         "schedule": env_float("REGISTRY_SYNC_EVERY_SECONDS", 300.0, minimum=5.0),
     },
-    "deployments-resume-stale": {
-        "task": "dashboard.deployments.tasks.deployments_resume_stale",
-        "schedule": env_float("DEPLOYMENT_RESUME_EVERY_SECONDS", 30.0, minimum=1.0),
+    "deployments-reconcile": {
+        "task": "dashboard.deployments.tasks.deployments_reconcile",
+        "schedule": env_float("DEPLOYMENT_RECONCILE_EVERY_SECONDS", 2.0, minimum=0.2),
+    },
+    "environments-watch-pointers": {
+        "task": "dashboard.deployments.tasks.environments_watch_pointers",
+        "schedule": env_float("POINTER_WATCH_EVERY_SECONDS", 60.0, minimum=1.0),
     },
 }
 
@@ -216,10 +220,22 @@ UPLOAD_URL_EXPIRES_SECONDS = env_int("UPLOAD_URL_EXPIRES_SECONDS", 6 * 3600, min
 UPLOAD_ABANDON_AFTER_HOURS = env_float("UPLOAD_ABANDON_AFTER_HOURS", 24.0, minimum=0.01)
 
 # --- Deployments ------------------------------------------------------------
-DEPLOYMENT_POLL_SECONDS = env_float("DEPLOYMENT_POLL_SECONDS", 2.0, minimum=0.05)
+# How often an in-flight deployment asks the target about its operation.
+DEPLOYMENT_POLL_SECONDS = env_float("DEPLOYMENT_POLL_SECONDS", 5.0, minimum=0.05)
+# The target's operation must end by then; past it the deployment fails (and
+# still follows the operation to its end to put back what was live).
 DEPLOYMENT_TIMEOUT_SECONDS = env_int("DEPLOYMENT_TIMEOUT_SECONDS", 1800, minimum=10)
-DEPLOYMENT_STALE_SECONDS = env_int("DEPLOYMENT_STALE_SECONDS", 120, minimum=5)
+# How long the service may take to report the promoted SHA-256 once live.
+DEPLOYMENT_VERIFY_SECONDS = env_float("DEPLOYMENT_VERIFY_SECONDS", 120.0, minimum=1.0)
+DEPLOYMENT_VERIFY_POLL_SECONDS = env_float("DEPLOYMENT_VERIFY_POLL_SECONDS", 1.0, minimum=0.05)
+# A worker's claim on a deployment, renewed while its step runs: a dead
+# worker's claim lapses after this long.
+DEPLOYMENT_LEASE_SECONDS = env_float("DEPLOYMENT_LEASE_SECONDS", 30.0, minimum=1.0)
+DEPLOYMENT_STEP_TIME_LIMIT_SECONDS = env_int("DEPLOYMENT_STEP_TIME_LIMIT_SECONDS", 300, minimum=10)
+DEPLOYMENT_RETRY_MAX_SECONDS = env_float("DEPLOYMENT_RETRY_MAX_SECONDS", 60.0, minimum=0.1)
 SERVICE_HTTP_TIMEOUT = env_float("SERVICE_HTTP_TIMEOUT", 5.0, minimum=0.1)
+# Page views reuse an environment's live checks (SSM + /version) for this long.
+ENVIRONMENT_STATE_CACHE_SECONDS = env_float("ENVIRONMENT_STATE_CACHE_SECONDS", 10.0, minimum=0.0)
 
 LOGGING = {
     "version": 1,

@@ -64,7 +64,34 @@ urlpatterns = [
         deployment_views.rollback,
         name="rollback",
     ),
+    path(
+        "models/<str:model>/environments/<str:environment>/",
+        deployment_views.environment_page,
+        name="environment",
+    ),
+    path(
+        "models/<str:model>/environments/<str:environment>/settings/",
+        deployment_views.environment_settings,
+        name="environment-settings",
+    ),
+    path(
+        "models/<str:model>/environments/<str:environment>/restore-pointer",
+        deployment_views.restore_pointer,
+        name="environment-restore-pointer",
+    ),
     path("deployments/<id:deployment_id>/", deployment_views.deployment_page, name="deployment"),
+    path(
+        "deployments/<id:deployment_id>/approve",
+        deployment_views.decide,
+        {"decision": "approve"},
+        name="deployment-approve",
+    ),
+    path(
+        "deployments/<id:deployment_id>/reject",
+        deployment_views.decide,
+        {"decision": "reject"},
+        name="deployment-reject",
+    ),
     path("admin/", admin_site.urls),
     path("api/", api.urls),
 ]

@@ -10,7 +10,9 @@ that AWS the models bucket the contract describes (section 1). From a shell::
 runs the server in the foreground (bootstrapping the bucket first when
 ``--bucket`` is given) until SIGTERM or SIGINT, then exits 0.
 
-All state lives in the process's memory: it is gone when the process stops.
+State lives in the process's memory; with ``--state-file`` the S3 objects and
+SSM parameters are saved there on stop (and every minute) and loaded at start
+(``devstack/aws_state.py``), which is how the local stack keeps them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
@@ -262,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         help="origin allowed to upload from a browser (repeatable; default the dashboard's)",
     )
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    parser.add_argument(
+        "--state-file", help="keep S3 and SSM in this file across restarts (saved on stop)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # One line per AWS call drowns everything else in the local stack's output.
@@ -275,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    from devstack.aws_state import load_state, save_state
+
+    state_file = Path(args.state_file) if args.state_file else None
+    if state_file is not None and load_state(state_file):
+        logger.info("Embedded AWS: loaded S3 and SSM from %s", state_file)
     try:
         aws = start_moto_server(host=args.host, port=args.port)
     except EmbeddedAwsError as exc:
@@ -292,9 +303,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         # A supervisor (or a test) waits for this line to know the server is usable.
         print(f"Embedded AWS ready at {aws.endpoint_url}", flush=True)
-        stop.wait()
+        while not stop.wait(60.0):
+            if state_file is not None:
+                save_state(state_file)
     finally:
         aws.stop()
+        if state_file is not None and save_state(state_file):
+            logger.info("Embedded AWS: saved S3 and SSM to %s", state_file)
     logger.info("Embedded AWS stopped")
     return 0
 

@@ -56,6 +56,22 @@ class Process:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
+    # Restarted when it dies, as a container restart policy would: the
+    # dashboard's processes keep no state a restart loses.
+    restart: bool = False
+    restarts: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+    color: str = ""
+
+
+def exit_description(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 class Supervisor:
@@ -73,7 +89,9 @@ class Supervisor:
             sys.stdout.flush()
 
     def start(self, process: Process) -> Process:
-        color = COLORS[len(self.processes) % len(COLORS)]
+        if not process.color:
+            process.color = COLORS[len(self.processes) % len(COLORS)]
+        color = process.color
         env = {**os.environ, **process.env, "PYTHONUNBUFFERED": "1"}
         process.popen = subprocess.Popen(
             process.command,
@@ -84,7 +102,9 @@ class Supervisor:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.processes.append(process)
+        process.started_at = time.monotonic()
+        if process not in self.processes:
+            self.processes.append(process)
 
         def pump() -> None:
             assert process.popen is not None and process.popen.stdout is not None
@@ -136,18 +156,42 @@ class Supervisor:
                 process.popen.wait()
 
     def watch(self) -> int:
-        """Block until a process dies (then return 1) or we are told to stop."""
+        """Block until we are told to stop (return 0) or a process that cannot
+        be restarted dies (return 1). Restartable processes that die are
+        started again after a growing pause (1 s, 2 s, ... 30 s; back to 1 s
+        once one has run for a minute), saying why."""
         while not self.stopping.is_set():
+            now = time.monotonic()
             for process in self.processes:
-                if process.popen is not None and process.popen.poll() is not None:
+                if process.restart_at is not None:
+                    if now >= process.restart_at:
+                        process.restart_at = None
+                        self.say("stack", f"restarting {process.name}")
+                        self.start(process)
+                    continue
+                if process.popen is None or process.popen.poll() is None:
+                    continue
+                how = exit_description(process.popen.returncode)
+                if not process.restart:
                     self.say(
                         "stack",
-                        f"{process.name} exited unexpectedly (exit code "
-                        f"{process.popen.returncode}); the stack cannot work without it, so "
-                        "everything stops now. Its last lines are above; `make run` starts "
-                        "it all again (the database and demo model are kept).",
+                        f"{process.name} exited unexpectedly ({how}); the stack cannot work "
+                        "without it, so everything stops now. Its last lines are above; "
+                        "`make run` starts it all again (the database, the embedded AWS's "
+                        "S3 and SSM, and the demo model are kept).",
                     )
                     return 1
+                if now - process.started_at > 60:
+                    process.restarts = 0
+                delay = min(30.0, 2.0**process.restarts)
+                process.restarts += 1
+                process.restart_at = now + delay
+                self.say(
+                    "stack",
+                    f"{process.name} exited unexpectedly ({how}); restarting it in {delay:.0f} s "
+                    f"(restart #{process.restarts}; its last lines are above). Work it had "
+                    "in hand is picked up again: deployments are steps recorded in the database.",
+                )
             self.stopping.wait(0.5)
         return 0
 
@@ -191,6 +235,11 @@ def stack_env(ports: Ports, state_dir: Path) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         # Presigned URLs are opened by the browser: path style works on 127.0.0.1.
         "AWS_S3_ADDRESSING_STYLE": "path",
+        # The stand-in deploys in seconds: look often (AWS: every 5 s).
+        "DEPLOYMENT_POLL_SECONDS": os.environ.get("DEPLOYMENT_POLL_SECONDS", "1"),
+        "DEPLOYMENT_RECONCILE_EVERY_SECONDS": os.environ.get(
+            "DEPLOYMENT_RECONCILE_EVERY_SECONDS", "1"
+        ),
     }
 
 
@@ -271,8 +320,26 @@ def up(ports: Ports, state_dir: Path) -> int:
                 )
             )
             supervisor.wait_until(redis, lambda: redis_answers(redis_url), 20)
+        aws_state = state_dir / "aws-state.pickle"
+        if not aws_state.exists():
+            # App Runner revisions pin SSM parameter versions of the AWS they
+            # were deployed in: a new embedded AWS starts them over too.
+            for stale in (state_dir / "apprunner" / "services").glob("*.json"):
+                stale.unlink()
         aws = supervisor.start(
-            Process("aws", [PYTHON, "-m", "devstack.embedded_aws", "--port", str(ports.aws)], env)
+            Process(
+                "aws",
+                [
+                    PYTHON,
+                    "-m",
+                    "devstack.embedded_aws",
+                    "--port",
+                    str(ports.aws),
+                    "--state-file",
+                    str(aws_state),
+                ],
+                env,
+            )
         )
         supervisor.wait_until(aws, lambda: port_open("127.0.0.1", ports.aws), 30)
         manage = [PYTHON, str(ROOT / "manage.py")]
@@ -330,6 +397,7 @@ def up(ports: Ports, state_dir: Path) -> int:
                     "5",
                 ],
                 env,
+                restart=True,
             )
         )
         supervisor.start(
@@ -350,6 +418,7 @@ def up(ports: Ports, state_dir: Path) -> int:
                     "--without-mingle",
                 ],
                 env,
+                restart=True,
             )
         )
         supervisor.start(
@@ -368,6 +437,7 @@ def up(ports: Ports, state_dir: Path) -> int:
                     str(state_dir / "celerybeat-schedule"),
                 ],
                 env,
+                restart=True,
             )
         )
         supervisor.wait_until(runner, lambda: port_open("127.0.0.1", ports.apprunner), 30)

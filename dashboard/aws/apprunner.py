@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from dashboard.aws.clients import client
-from dashboard.aws.errors import translate
+from dashboard.aws.errors import AwsConflictError, AwsError, translate
 
 if TYPE_CHECKING:
     from mypy_boto3_apprunner import AppRunnerClient
@@ -15,9 +16,21 @@ if TYPE_CHECKING:
 # Operation states in which App Runner is still working.
 OPERATION_ACTIVE = {"PENDING", "IN_PROGRESS", "ROLLBACK_IN_PROGRESS"}
 
+# StartDeployment's model lists no InvalidStateException: App Runner answers a
+# service that is busy with another operation with InvalidRequestException and
+# a message naming the state. Those mean "wait", not "refused".
+_BUSY_MESSAGE = re.compile(r"OPERATION_IN_PROGRESS|in progress|current state", re.IGNORECASE)
+
 
 def _apprunner() -> AppRunnerClient:
     return cast("AppRunnerClient", client("apprunner"))
+
+
+def _translate(exc: Exception, *, operation: str) -> AwsError:
+    error = translate(exc, operation=operation)
+    if error.code == "InvalidRequestException" and _BUSY_MESSAGE.search(str(error)):
+        return AwsConflictError(str(error), code=error.code, operation=operation)
+    return error
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,37 @@ class ServiceInfo:
     name: str
     url: str  # a bare domain, as App Runner reports it (no scheme)
     status: str
+    id: str = ""
+    # DescribeService only: the parts of the configuration UpdateService takes.
+    source_configuration: dict[str, Any] = field(default_factory=dict)
+    health_check: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def busy(self) -> bool:
+        return self.status == "OPERATION_IN_PROGRESS"
+
+    def environment_variables(self) -> dict[str, str]:
+        """The runtime environment variables of the service's current revision."""
+        source = self.source_configuration
+        image = source.get("ImageRepository") or {}
+        if image:
+            variables = (image.get("ImageConfiguration") or {}).get("RuntimeEnvironmentVariables")
+        else:
+            code = (source.get("CodeRepository") or {}).get("CodeConfiguration") or {}
+            variables = (code.get("CodeConfigurationValues") or {}).get(
+                "RuntimeEnvironmentVariables"
+            )
+        return dict(variables or {})
+
+    def environment_secrets(self) -> dict[str, str]:
+        source = self.source_configuration
+        image = source.get("ImageRepository") or {}
+        if image:
+            secrets = (image.get("ImageConfiguration") or {}).get("RuntimeEnvironmentSecrets")
+        else:
+            code = (source.get("CodeRepository") or {}).get("CodeConfiguration") or {}
+            secrets = (code.get("CodeConfigurationValues") or {}).get("RuntimeEnvironmentSecrets")
+        return dict(secrets or {})
 
 
 @dataclass(frozen=True)
@@ -47,6 +91,19 @@ def _service(raw: Any) -> ServiceInfo:
         name=str(raw["ServiceName"]),
         url=str(raw.get("ServiceUrl", "")),
         status=str(raw.get("Status", "")),
+        id=str(raw.get("ServiceId", "")),
+        source_configuration=dict(raw.get("SourceConfiguration") or {}),
+        health_check=dict(raw.get("HealthCheckConfiguration") or {}),
+    )
+
+
+def _operation(item: Any) -> OperationInfo:
+    return OperationInfo(
+        id=str(item.get("Id", "")),
+        type=str(item.get("Type", "")),
+        status=str(item.get("Status", "")),
+        started_at=item.get("StartedAt"),
+        ended_at=item.get("EndedAt"),
     )
 
 
@@ -58,15 +115,40 @@ def start_deployment(*, service_arn: str) -> str:
     try:
         response = _apprunner().start_deployment(ServiceArn=service_arn)
     except Exception as exc:
-        raise translate(exc, operation="StartDeployment") from exc
+        raise _translate(exc, operation="StartDeployment") from exc
     return response["OperationId"]
+
+
+def update_service(
+    *,
+    service_arn: str,
+    source_configuration: dict[str, Any],
+    health_check: dict[str, Any] | None = None,
+) -> str:
+    """Replace the service's source configuration (and health check): App
+    Runner deploys a new revision with it, rolling back by itself if the new
+    instances never become healthy. Return the operation id.
+
+    Raises AwsConflictError while the service is busy with another operation.
+    """
+    kwargs: dict[str, Any] = {
+        "ServiceArn": service_arn,
+        "SourceConfiguration": source_configuration,
+    }
+    if health_check:
+        kwargs["HealthCheckConfiguration"] = health_check
+    try:
+        response = _apprunner().update_service(**kwargs)
+    except Exception as exc:
+        raise _translate(exc, operation="UpdateService") from exc
+    return str(response["OperationId"])
 
 
 def describe_service(*, service_arn: str) -> ServiceInfo:
     try:
         response = _apprunner().describe_service(ServiceArn=service_arn)
     except Exception as exc:
-        raise translate(exc, operation="DescribeService") from exc
+        raise _translate(exc, operation="DescribeService") from exc
     return _service(response["Service"])
 
 
@@ -86,7 +168,7 @@ def list_services() -> list[ServiceInfo]:
             if not token:
                 return services
     except Exception as exc:
-        raise translate(exc, operation="ListServices") from exc
+        raise _translate(exc, operation="ListServices") from exc
 
 
 def list_operations(*, service_arn: str, max_results: int = 20) -> list[OperationInfo]:
@@ -94,17 +176,8 @@ def list_operations(*, service_arn: str, max_results: int = 20) -> list[Operatio
     try:
         response = _apprunner().list_operations(ServiceArn=service_arn, MaxResults=max_results)
     except Exception as exc:
-        raise translate(exc, operation="ListOperations") from exc
-    return [
-        OperationInfo(
-            id=str(item.get("Id", "")),
-            type=str(item.get("Type", "")),
-            status=str(item.get("Status", "")),
-            started_at=item.get("StartedAt"),
-            ended_at=item.get("EndedAt"),
-        )
-        for item in response.get("OperationSummaryList", [])
-    ]
+        raise _translate(exc, operation="ListOperations") from exc
+    return [_operation(item) for item in response.get("OperationSummaryList", [])]
 
 
 def get_operation(*, service_arn: str, operation_id: str) -> OperationInfo | None:
@@ -119,15 +192,9 @@ def get_operation(*, service_arn: str, operation_id: str) -> OperationInfo | Non
             response = _apprunner().list_operations(**kwargs)
             for item in response.get("OperationSummaryList", []):
                 if item.get("Id") == operation_id:
-                    return OperationInfo(
-                        id=operation_id,
-                        type=str(item.get("Type", "")),
-                        status=str(item.get("Status", "")),
-                        started_at=item.get("StartedAt"),
-                        ended_at=item.get("EndedAt"),
-                    )
+                    return _operation(item)
             token = response.get("NextToken")
             if not token:
                 return None
     except Exception as exc:
-        raise translate(exc, operation="ListOperations") from exc
+        raise _translate(exc, operation="ListOperations") from exc

@@ -3,8 +3,9 @@ from dashboard.deployments.models import Deployment, Environment
 
 
 class EnvironmentAdmin(RoleModelAdmin):
-    list_display = ("model_name", "name", "ssm_parameter", "service_arn", "requires_admin")
-    list_filter = ("model_name", "requires_admin")
+    list_display = ("model_name", "name", "target", "ssm_parameter", "service_arn", "promote_role")
+    list_filter = ("model_name", "target", "promote_role", "requires_approval", "frozen")
+    readonly_fields = ("promoted_version", "pointer_version_seen")
 
 
 class DeploymentAdmin(RoleModelAdmin):
@@ -16,7 +17,8 @@ class DeploymentAdmin(RoleModelAdmin):
         "kind",
         "to_version",
         "status",
-        "requested_by",
+        "step",
+        "requested_by_name",
         "created_at",
     )
     list_filter = ("status", "kind")

@@ -67,6 +67,18 @@ class VersionInfo:
     fingerprint: str = ""
 
 
+def folder_fingerprint(*, model: str, version: str) -> str:
+    """The fingerprint the sync will compute for one folder (one LIST call),
+    recorded by whoever writes a folder so the next sync sees it unchanged."""
+    base = version_prefix(model, version)
+    objects = {
+        obj.key[len(base) :]: obj
+        for obj in s3.iter_objects(bucket=settings.MODELS_BUCKET, prefix=base)
+        if "/" not in obj.key[len(base) :]
+    }
+    return VersionFolder(model=model, version=version, objects=objects).fingerprint
+
+
 def scan(*, model: str | None = None) -> dict[tuple[str, str], VersionFolder]:
     """Every valid version folder under models/ (or under one model)."""
     prefix = f"models/{validate_model_name(model)}/" if model else "models/"

@@ -99,6 +99,15 @@ def version_page(
     )
 
 
+def promotable_versions(*, model: str, limit: int = 200) -> list[str]:
+    """The newest valid versions of ``model`` (what the promote forms offer)."""
+    return list(
+        ModelVersion.objects.filter(model_name=model, status=ModelVersion.Status.VALID)
+        .order_by("-created_at", "-id")
+        .values_list("version", flat=True)[:limit]
+    )
+
+
 def version_get(*, model: str, version: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(model_name=model, version=version).first()
 

@@ -28,7 +28,7 @@ from dashboard.registry.manifest import (
 )
 from dashboard.registry.models import ModelVersion
 from dashboard.registry.names import validate_model_name, validate_version_name, version_prefix
-from dashboard.registry.s3index import VersionInfo, describe, scan
+from dashboard.registry.s3index import VersionInfo, describe, folder_fingerprint, scan
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ def version_publish(
         notes=notes,
         metrics=manifest.metrics,
         has_manifest=True,
+        # What the sync will see, so it does not take the folder for a changed one.
+        fingerprint=folder_fingerprint(model=model, version=version),
     )
     with transaction.atomic():
         row = _upsert(info)

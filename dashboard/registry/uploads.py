@@ -33,6 +33,7 @@ from dashboard.registry.manifest import (
 )
 from dashboard.registry.models import ModelVersion, Upload
 from dashboard.registry.names import validate_model_name, validate_version_name, version_prefix
+from dashboard.registry.s3index import folder_fingerprint
 from dashboard.registry.services import _enqueue_validation
 
 logger = logging.getLogger(__name__)
@@ -317,6 +318,8 @@ def upload_complete(
         ModelVersion.objects.filter(pk=row.pk).update(
             sha256=declared,
             s3_version_id=version_id or head.version_id or "",
+            # What the sync will see, so it does not take the folder for a changed one.
+            fingerprint=folder_fingerprint(model=upload.model_name, version=upload.version_name),
             has_manifest=True,
             status=ModelVersion.Status.VALIDATING,
             status_detail="",

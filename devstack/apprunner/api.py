@@ -1,4 +1,4 @@
-"""App Runner's JSON 1.0 API (the four operations ModelDeck uses), as an ASGI app.
+"""App Runner's JSON 1.0 API (the operations ModelDeck uses), as an ASGI app.
 
 Requests are ``POST /`` with ``X-Amz-Target: AppRunner.<Operation>`` and a JSON
 body; answers and errors follow botocore's service model, so an unmodified
@@ -12,6 +12,7 @@ import binascii
 import json
 import logging
 import re
+import shlex
 import uuid
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devstack.apprunner.service import InvalidStateError, Service
+from devstack.apprunner.service import InvalidStateError, Revision, Service
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +127,19 @@ class AppRunnerApi:
         try:
             operation = service.start_deployment()
         except InvalidStateError as exc:
-            raise ApiError("InvalidStateException", str(exc)) from exc
+            # StartDeployment's model lists no InvalidStateException: App
+            # Runner answers a busy service with InvalidRequestException.
+            raise _invalid(str(exc)) from exc
         return {"OperationId": operation.id}
+
+    def update_service(self, params: dict[str, Any]) -> dict[str, Any]:
+        service = self._service(params["ServiceArn"])
+        revision = _revision(service, params)
+        try:
+            operation = service.update(revision)
+        except InvalidStateError as exc:
+            raise ApiError("InvalidStateException", str(exc)) from exc
+        return {"Service": service.describe(), "OperationId": operation.id}
 
     def describe_service(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"Service": self._service(params["ServiceArn"]).describe()}
@@ -164,10 +176,54 @@ class AppRunnerApi:
 
 _HANDLERS: dict[str, Handler] = {
     "StartDeployment": AppRunnerApi.start_deployment,
+    "UpdateService": AppRunnerApi.update_service,
     "DescribeService": AppRunnerApi.describe_service,
     "ListServices": AppRunnerApi.list_services,
     "ListOperations": AppRunnerApi.list_operations,
 }
+
+
+def _revision(service: Service, params: dict[str, Any]) -> Revision:
+    """The revision an UpdateService request asks for. As in AWS, a
+    SourceConfiguration replaces the whole source configuration: environment
+    variables it leaves out are gone from the new revision."""
+    current = service.revision
+    source = params.get("SourceConfiguration")
+    command, env, image = current.command, current.env, current.image_identifier
+    if source is not None:
+        if "CodeRepository" in source:
+            raise _invalid(
+                "The local App Runner stand-in runs image-based services only "
+                "(SourceConfiguration.ImageRepository)."
+            )
+        repository = source.get("ImageRepository")
+        if repository is None:
+            raise _invalid("SourceConfiguration must have an ImageRepository.")
+        configuration = repository.get("ImageConfiguration") or {}
+        if configuration.get("RuntimeEnvironmentSecrets"):
+            raise _invalid(
+                "The local App Runner stand-in cannot resolve RuntimeEnvironmentSecrets."
+            )
+        env = dict(configuration.get("RuntimeEnvironmentVariables") or {})
+        if "PORT" in env:
+            raise _invalid("RuntimeEnvironmentVariables must not set PORT.")
+        start = configuration.get("StartCommand")
+        if start:
+            try:
+                command = tuple(shlex.split(start))
+            except ValueError as exc:
+                raise _invalid(f"StartCommand cannot be parsed: {exc}") from exc
+            if not command:
+                raise _invalid("StartCommand is empty.")
+        image = repository.get("ImageIdentifier", image)
+    path = current.health_check_path
+    health = params.get("HealthCheckConfiguration")
+    if health is not None:
+        if health.get("Protocol", "TCP") == "HTTP":
+            path = health.get("Path") or "/"
+        else:
+            path = "/"
+    return Revision(command=command, env=env, health_check_path=path, image_identifier=image)
 
 
 def _operation_name(target: str | None) -> str:

@@ -20,7 +20,7 @@ from devstack.apprunner.logsink import LogRecord, LogSink
 
 # App Runner keeps a bounded operation history; so do we (per service).
 _MAX_OPERATIONS = 100
-_STATE_SCHEMA = 1
+_STATE_SCHEMA = 2
 
 
 class ServiceStatus(enum.StrEnum):
@@ -36,6 +36,7 @@ class OperationType(enum.StrEnum):
 
     CREATE_SERVICE = "CREATE_SERVICE"
     START_DEPLOYMENT = "START_DEPLOYMENT"
+    UPDATE_SERVICE = "UPDATE_SERVICE"
 
 
 class OperationStatus(enum.StrEnum):
@@ -60,6 +61,55 @@ _TERMINAL = {
 
 class InvalidStateError(Exception):
     """The service's state does not allow the action (App Runner: InvalidStateException)."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What an instance of the service runs: the part of the configuration
+    that UpdateService changes (the command and its environment)."""
+
+    command: tuple[str, ...]
+    env: dict[str, str]
+    health_check_path: str
+    image_identifier: str
+
+    @classmethod
+    def from_config(cls, config: ServiceConfig) -> Revision:
+        return cls(
+            command=tuple(config.command),
+            env=dict(config.env),
+            health_check_path=config.health_check_path,
+            image_identifier=config.image_identifier,
+        )
+
+    def overrides(self, config: ServiceConfig) -> dict[str, Any]:
+        """What differs from the configuration file (kept in the state file, so a
+        restart keeps deployed changes while the file can move ports and paths)."""
+        base = Revision.from_config(config)
+        return {
+            "env_set": {k: v for k, v in self.env.items() if base.env.get(k) != v},
+            "env_unset": sorted(set(base.env) - set(self.env)),
+            "command": list(self.command) if self.command != base.command else None,
+            "health_check_path": (
+                self.health_check_path if self.health_check_path != base.health_check_path else None
+            ),
+        }
+
+    @classmethod
+    def with_overrides(cls, config: ServiceConfig, raw: Any) -> Revision:
+        base = cls.from_config(config)
+        if not isinstance(raw, dict):
+            return base
+        env = {k: v for k, v in base.env.items() if k not in set(raw.get("env_unset") or [])}
+        env.update({str(k): str(v) for k, v in (raw.get("env_set") or {}).items()})
+        command = raw.get("command")
+        path = raw.get("health_check_path")
+        return cls(
+            command=tuple(str(part) for part in command) if command else base.command,
+            env=env,
+            health_check_path=str(path) if path else base.health_check_path,
+            image_identifier=base.image_identifier,
+        )
 
 
 def service_id_for(name: str) -> str:
@@ -144,6 +194,10 @@ class Service:
         self.created_at = time.time()
         self.updated_at = self.created_at
         self.current: Instance | None = None
+        # The revision instances run; during an UPDATE_SERVICE, the one being
+        # deployed (DescribeService shows it) until it succeeds or rolls back.
+        self.revision = Revision.from_config(config)
+        self.pending_revision: Revision | None = None
         self._operations: list[Operation] = []  # newest first
         self._instances: set[Instance] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -168,16 +222,17 @@ class Service:
     def describe(self) -> dict[str, Any]:
         """Return the Service JSON object of DescribeService."""
         config = self.config
-        port = str(self.current.port) if self.current else "8080"
+        revision = self.pending_revision or self.revision
+        port = "8080"
         interval = min(20, max(1, round(config.health_check_interval_seconds)))
         return {
             **self.summary(),
             "SourceConfiguration": {
                 "ImageRepository": {
-                    "ImageIdentifier": config.image_identifier,
+                    "ImageIdentifier": revision.image_identifier,
                     "ImageConfiguration": {
-                        "RuntimeEnvironmentVariables": dict(config.env),
-                        "StartCommand": shlex.join(config.command),
+                        "RuntimeEnvironmentVariables": dict(revision.env),
+                        "StartCommand": shlex.join(revision.command),
                         "Port": port,
                     },
                     "ImageRepositoryType": "ECR_PUBLIC",
@@ -187,7 +242,7 @@ class Service:
             "InstanceConfiguration": {"Cpu": "1024", "Memory": "2048"},
             "HealthCheckConfiguration": {
                 "Protocol": "HTTP",
-                "Path": config.health_check_path,
+                "Path": revision.health_check_path,
                 "Interval": interval,
                 "Timeout": 5,
                 "HealthyThreshold": 1,
@@ -242,6 +297,22 @@ class Service:
             )
         return self._begin(OperationType.START_DEPLOYMENT)
 
+    def update(self, revision: Revision) -> Operation:
+        """Deploy ``revision`` (an UPDATE_SERVICE operation); return the operation.
+
+        Like AWS, the service shows the new configuration while the operation
+        runs and goes back to the previous one if the new instance never
+        becomes healthy. Raises InvalidStateError while another operation is
+        in progress.
+        """
+        if self.status == ServiceStatus.OPERATION_IN_PROGRESS:
+            raise InvalidStateError(
+                f"You can't perform this action when the service is in "
+                f"{ServiceStatus.OPERATION_IN_PROGRESS} state"
+            )
+        self.pending_revision = revision
+        return self._begin(OperationType.UPDATE_SERVICE)
+
     async def stop(self) -> None:
         """Cancel the operation in progress and stop every instance of the service."""
         for task in list(self._tasks):
@@ -282,11 +353,12 @@ class Service:
         try:
             self._set_operation(operation, OperationStatus.IN_PROGRESS)
             self._event(f"{operation.type} {operation.id} started")
+            revision = self.pending_revision or self.revision
             candidate = Instance(
                 service=self.name,
                 service_arn=self.arn,
-                command=self.config.command,
-                env=self.config.env,
+                command=revision.command,
+                env=revision.env,
                 cwd=self.config.cwd,
                 sink=self._sink,
                 orphan_grace=self.config.stop_grace_seconds,
@@ -295,10 +367,10 @@ class Service:
             try:
                 await candidate.start()
             except OSError as exc:
-                reason: str | None = f"cannot start {shlex.join(self.config.command)}: {exc}"
+                reason: str | None = f"cannot start {shlex.join(revision.command)}: {exc}"
             else:
                 reason = await candidate.wait_healthy(
-                    path=self.config.health_check_path,
+                    path=revision.health_check_path,
                     timeout=self.config.health_check_timeout_seconds,
                     interval=self.config.health_check_interval_seconds,
                 )
@@ -307,6 +379,7 @@ class Service:
             else:
                 await self._fail(operation, candidate, reason, previous_status)
         except asyncio.CancelledError:
+            self.pending_revision = None
             self._finish(operation, OperationStatus.FAILED, previous_status)
             self._event(f"{operation.type} {operation.id} interrupted: the stand-in is stopping")
             raise
@@ -314,12 +387,15 @@ class Service:
             self._event(f"{operation.type} {operation.id} failed unexpectedly: {exc!r}")
             if candidate is not None and candidate is not self.current:
                 await self._retire(candidate)
+            self.pending_revision = None
             self._finish(operation, OperationStatus.FAILED, previous_status)
 
     async def _switch_to(self, candidate: Instance, operation: Operation) -> None:
         old = self.current
         # The one step that moves traffic: requests already routed to ``old`` keep it busy.
         self.current = candidate
+        if self.pending_revision is not None:
+            self.revision, self.pending_revision = self.pending_revision, None
         self._event(f"instance {candidate.id} is healthy; traffic switched to it")
         if old is not None:
             if not await old.drain(self.config.drain_timeout_seconds):
@@ -339,6 +415,7 @@ class Service:
         previous_status: ServiceStatus,
     ) -> None:
         self._event(f"{operation.type} {operation.id} failed: {reason}")
+        self.pending_revision = None  # back to the previous configuration
         lines = candidate.last_lines()
         if lines:
             self._event(f"last {len(lines)} output lines of instance {candidate.id}:")
@@ -414,6 +491,7 @@ class Service:
                 return
             created_at = float(raw["created_at"])
             operations = [Operation.from_api(item) for item in raw["operations"]]
+            revision = Revision.with_overrides(self.config, raw.get("revision"))
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -428,6 +506,7 @@ class Service:
                 operation.ended_at = now
         self.created_at = created_at
         self._operations = operations[:_MAX_OPERATIONS]
+        self.revision = revision
 
     def _save_state(self) -> None:
         document = {
@@ -435,6 +514,8 @@ class Service:
             "service_arn": self.arn,
             "created_at": self.created_at,
             "operations": [operation.to_api() for operation in self._operations],
+            # The last revision that went live (not one still being deployed).
+            "revision": self.revision.overrides(self.config),
         }
         try:
             self._state_file.parent.mkdir(parents=True, exist_ok=True)

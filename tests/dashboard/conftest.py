@@ -61,6 +61,10 @@ def deploy_stack(
         }
     )
     settings.DEPLOYMENT_POLL_SECONDS = 0.1
+    settings.DEPLOYMENT_VERIFY_POLL_SECONDS = 0.1
+    settings.DEPLOYMENT_VERIFY_SECONDS = 10.0
+    settings.DEPLOYMENT_RETRY_MAX_SECONDS = 0.5
+    settings.ENVIRONMENT_STATE_CACHE_SECONDS = 0
     with run_in_background(config) as running:
         monkeypatch.setenv("AWS_ENDPOINT_URL_APPRUNNER", running.endpoint_url)
         reset_clients()
@@ -77,6 +81,8 @@ def deploy_stack(
             "url": running.service_urls["iris-staging"],
             "arn": running.service_arns["iris-staging"],
             "endpoint": running.endpoint_url,
+            "aws": aws,
+            "tmp_path": tmp_path,
         }
     reset_clients()
     os.environ.pop("AWS_ENDPOINT_URL_APPRUNNER", None)

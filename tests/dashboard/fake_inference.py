@@ -2,8 +2,10 @@
 
 Like the real one it reads its pointer from SSM ($MODEL_SSM_PARAMETER) at
 startup and reports the pointer's version on /version; it starts in a fraction
-of the real one's time because it loads no model. A pointer whose version
-contains "broken" never becomes ready, like an artifact that fails to load.
+of the real one's time because it loads no model. Version names script faults:
+"broken" never becomes ready (an artifact that fails to load), "liar" becomes
+ready but reports another SHA-256 than its pointer's, "slow" takes
+$FAKE_SLOW_SECONDS (default 3) to become ready.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ pointer = json.loads(
     ssm.get_parameter(Name=os.environ["MODEL_SSM_PARAMETER"])["Parameter"]["Value"]
 )
 READY = "broken" not in pointer["version"]
+if "slow" in pointer["version"]:
+    import time
+
+    time.sleep(float(os.environ.get("FAKE_SLOW_SECONDS", "3")))
+SHA256 = "0" * 64 if "liar" in pointer["version"] else pointer["sha256"]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -33,7 +40,7 @@ class Handler(BaseHTTPRequestHandler):
                 {
                     "model": pointer["model"],
                     "version": pointer["version"],
-                    "sha256": pointer["sha256"],
+                    "sha256": SHA256,
                     "format": pointer["format"],
                 },
             )

@@ -20,7 +20,7 @@ def registry(aws: str, db: Any, tmp_path: Path) -> dict[str, Any]:
     for version in ("1.0", "1.1", "2.0"):
         publish("iris", version, tmp_path, metrics={"accuracy": 0.9})
     staging = make_environment("iris", "staging", position=0)
-    production = make_environment("iris", "production", position=1, requires_admin=True)
+    production = make_environment("iris", "production", position=1, promote_role="admin")
     return {"staging": staging, "production": production}
 
 
@@ -75,7 +75,7 @@ def test_bad_reads_get_clear_4xx(
     assert response.json()["detail"]
 
 
-def test_promote_writes_pointer_and_records_deployment(
+def test_promote_records_the_deployment_and_leaves_the_pointer_to_the_worker(
     client: Client, registry: Any, personas: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
@@ -91,11 +91,13 @@ def test_promote_writes_pointer_and_records_deployment(
     assert (body["to_version"], body["status"], body["kind"]) == ("1.1", "pending", "promote")
     assert body["requested_by"] == "deployer" and body["reason"] == "better recall"
     assert len(callbacks) == 1  # the worker is enqueued only once the row is committed
-    pointer = json.loads(ssm.get_parameter(name="/models/iris/staging") or "")
+    # Nothing is written to SSM in the request: the first step does it.
+    assert ssm.get_parameter(name="/models/iris/staging") is None
+    pointer = Deployment.objects.get(pk=body["id"]).pointer
     assert pointer["version"] == "1.1" and pointer["model"] == "iris"
     assert pointer["key"] == "models/iris/1.1/model.pt" and pointer["s3_version_id"]
     assert pointer["promoted_by"] == "deployer" and len(pointer["sha256"]) == 64
-    assert Deployment.objects.get(pk=body["id"]).pointer == pointer
+    assert body["to_sha256"] == pointer["sha256"]
 
 
 def test_second_promote_while_in_flight_is_409(
@@ -106,8 +108,7 @@ def test_second_promote_while_in_flight_is_409(
     response = call(client, "post", path, personas["deployer"], {"version": "2.0"})
     assert response.status_code == 409
     assert "in flight" in response.json()["detail"]
-    # the refused promote left the pointer alone
-    assert json.loads(ssm.get_parameter(name="/models/iris/staging") or "")["version"] == "1.1"
+    assert Deployment.objects.count() == 1
 
 
 @pytest.mark.parametrize(
@@ -220,10 +221,14 @@ def test_session_auth_needs_csrf(registry: Any, personas: Any) -> None:
 
 def test_rollback_without_history_is_400(client: Client, registry: Any, personas: Any) -> None:
     response = call(
-        client, "post", "/api/models/iris/environments/staging/rollback", personas["deployer"], {}
+        client,
+        "post",
+        "/api/models/iris/environments/staging/rollback",
+        personas["deployer"],
+        {"reason": "bad"},
     )
     assert response.status_code == 400
-    assert "roll back" in response.json()["detail"]
+    assert "nothing earlier to roll back to" in response.json()["detail"]
 
 
 def test_schema_is_served(client: Client, personas: Any, db: Any) -> None:
@@ -272,12 +277,13 @@ def test_body_that_is_not_an_object(
         assert response.json()["detail"] == "the request body must be a JSON object"
 
 
-def test_rollback_body_is_optional(client: Client, registry: Any, personas: Any) -> None:
+@pytest.mark.parametrize("body", ["", "{}", '{"reason": "  "}'])
+def test_rollback_needs_a_reason(client: Client, registry: Any, personas: Any, body: str) -> None:
     response = client.post(
         "/api/models/iris/environments/staging/rollback",
-        data="",
+        data=body,
         content_type="application/json",
         headers=token_headers(personas["deployer"]),
     )
     assert response.status_code == 400
-    assert "no earlier live version" in response.json()["detail"]
+    assert "needs a reason" in response.json()["detail"]

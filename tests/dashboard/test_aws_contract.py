@@ -218,8 +218,8 @@ def test_apprunner_start_deployment() -> None:
     stubber.add_response("start_deployment", {"OperationId": OP1}, {"ServiceArn": ARN})
     stubber.add_client_error(
         "start_deployment",
-        "InvalidStateException",
-        "busy",
+        "InvalidRequestException",
+        "You can't perform this action when the service is in OPERATION_IN_PROGRESS state",
         400,
         expected_params={"ServiceArn": ARN},
     )

@@ -1,9 +1,11 @@
 """Deployments through a real Celery worker on the real Redis broker (and the
 real PostgreSQL when it is there): the API enqueues on commit, the worker
-runs the deployment to its end; a deployment whose worker died is resumed."""
+takes the steps the reconcile beat queues; a deployment whose worker died
+mid-step is picked up once its lease lapses."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,12 +26,25 @@ def worker(deploy_stack: Any) -> Iterator[None]:
     from celery.contrib.testing.worker import start_worker
 
     from dashboard.celery import app
+    from dashboard.deployments.tasks import deployments_reconcile
 
     app.control.purge()
+    stop = threading.Event()
+
+    def beat() -> None:  # what celery beat does: send the reconcile task on schedule
+        while not stop.wait(0.3):
+            deployments_reconcile.delay()
+
     with start_worker(
         app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING"
     ):
-        yield
+        ticker = threading.Thread(target=beat, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            ticker.join()
 
 
 def wait_final(deployment_id: int, timeout: float = 60) -> Deployment:
@@ -60,26 +75,43 @@ def test_api_promote_runs_on_the_worker(deploy_stack: Any, personas: Any, worker
     assert body["status"] == "succeeded" and body["finished_at"]
 
 
-def test_stale_deployment_is_resumed(
+def test_a_deployment_whose_worker_died_mid_step_is_picked_up(
     deploy_stack: Any, personas: Any, worker: None, settings: Any
 ) -> None:
-    from dashboard.deployments.services import deployments_resume_stale
-
-    # A deployment whose worker was killed before it reported anything.
+    settings.DEPLOYMENT_LEASE_SECONDS = 1.0
+    # A worker claimed the first step and was killed (its lease lapses in 1 s).
     deployment = Deployment.objects.create(
         environment=deploy_stack["environment"],
-        to_version="1.0",
+        to_version="1.1",
         from_version="1.0",
-        pointer={"version": "1.0"},
-        status="in_progress",
-        started_at=timezone.now(),
-        heartbeat_at=timezone.now() - timezone.timedelta(minutes=10),
+        pointer=_pointer("1.1"),
+        status="pending",
+        next_step_at=timezone.now(),
+        claim_token="killed-worker",
+        claimed_until=timezone.now() + timezone.timedelta(seconds=1),
         requested_by=personas["deployer"],
+        requested_by_name="deployer",
     )
-    assert deployments_resume_stale() == [deployment.pk]
     finished = wait_final(deployment.pk)
     assert finished.status == "succeeded", finished.error
-    assert any("resumed" in e.message for e in finished.events.all())
+    assert finished.claim_token == ""
+
+
+def _pointer(version: str) -> dict[str, Any]:
+    from django.conf import settings
+
+    from dashboard.deployments.pointer import pointer_build
+    from dashboard.registry.selectors import version_get
+
+    info = version_get(model="iris", version=version)
+    assert info is not None
+    return pointer_build(
+        info=info,
+        bucket=settings.MODELS_BUCKET,
+        promoted_by="deployer",
+        reason="test",
+        now=timezone.now(),
+    )
 
 
 def test_database_is_postgres_when_available() -> None:

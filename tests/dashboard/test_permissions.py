@@ -59,6 +59,15 @@ ADMIN = {
     "superuser": 200,
 }
 
+ADMIN_ROLE_GET = {
+    "anonymous": 302,
+    "outsider": 403,
+    "viewer": 403,
+    "deployer": 403,
+    "admin": 200,
+    "superuser": 200,
+}
+
 URLS = [
     ("get", "/models/", READ),
     ("get", "/models/iris/", READ),
@@ -69,6 +78,12 @@ URLS = [
     ("post", "/models/iris/refresh", DEPLOY_POST),
     ("post", "/models/iris/environments/staging/promote", DEPLOY_POST),
     ("post", "/models/iris/environments/staging/rollback", DEPLOY_POST),
+    ("get", "/models/iris/environments/staging/", READ),
+    ("get", "/models/iris/environments/staging/settings/", ADMIN_ROLE_GET),
+    ("post", "/models/iris/environments/staging/settings/", ADMIN_ROLE_GET),
+    ("post", "/models/iris/environments/staging/restore-pointer", DEPLOY_POST),
+    ("post", "/deployments/{deployment}/approve", DEPLOY_POST),
+    ("post", "/deployments/{deployment}/reject", DEPLOY_POST),
     ("post", "/models/iris/versions/2.0/delete", DEPLOY_POST),
     ("get", "/settings/", SIGNED_IN),
     ("get", "/admin/", ADMIN),
@@ -105,3 +120,27 @@ def test_every_url_by_persona(
     assert response.status_code == expected[persona], (persona, url, response.status_code)
     if expected[persona] == 302 and persona == "anonymous":
         assert "/login/" in response["Location"]
+
+
+def test_every_page_url_is_walked() -> None:
+    """A new page must be added to URLS above (with what each role gets)."""
+    import re
+
+    from django.urls import URLPattern, get_resolver
+
+    walked = [url.format(deployment=1) for _, url, _ in URLS]
+    missing = []
+    for pattern in get_resolver().url_patterns:
+        if not isinstance(pattern, URLPattern) or pattern.name in {
+            "login",
+            "logout",
+            "token-revoke",
+        }:
+            continue
+        route = str(pattern.pattern)
+        if route in {"", "healthz"}:
+            continue
+        regex = "/" + re.sub(r"<[^>]+>", "[^/]+", route)
+        if not any(re.fullmatch(regex, url) for url in walked):
+            missing.append(route)
+    assert missing == []

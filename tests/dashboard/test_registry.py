@@ -232,3 +232,19 @@ def test_versions_api_filters_and_sorts(aws: str, db: Any, tmp_path: Path, perso
     assert versions("q=candid") == ["3.0"]
     assert client.get("/api/models/iris/versions?status=bogus", headers=headers).status_code == 400
     assert client.get("/api/models/iris/versions?sort=random", headers=headers).status_code == 400
+
+
+def test_a_version_written_by_the_dashboard_is_unchanged_for_the_next_sync(
+    aws: str, db: Any, tmp_path: Path
+) -> None:
+    """Publishing records the fingerprint the sync computes, so the sync does
+    not re-index (and re-validate, unpinning it) what the dashboard just wrote."""
+    from dashboard.registry.models import ModelVersion
+    from dashboard.registry.services import registry_sync
+
+    row = publish("iris", "1.0", tmp_path)
+    ModelVersion.objects.filter(pk=row.pk).update(s3_version_id=row.s3_version_id or "v")
+    report = registry_sync()
+    assert (report.created, report.updated, report.unchanged) == (0, 0, 1)
+    row.refresh_from_db()
+    assert row.status == "valid" and row.s3_version_id

@@ -7,3 +7,12 @@ document.addEventListener("click", (event) => {
     setTimeout(() => target.classList.remove("copied"), 1200);
   });
 });
+
+// Forms that change what serves ask first: <form data-confirm="question">.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (!form) return;
+  const reason = form.querySelector("input[name=reason]");
+  const why = reason && reason.value ? `\n\nReason: ${reason.value}` : "";
+  if (!window.confirm(form.dataset.confirm + why)) event.preventDefault();
+});

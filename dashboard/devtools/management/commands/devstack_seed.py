@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from dashboard.accounts.services import user_ensure
 from dashboard.aws import apprunner, ssm
-from dashboard.deployments.models import Deployment, DeploymentEvent, Environment
+from dashboard.deployments.models import Environment
 from dashboard.deployments.pointer import pointer_build, pointer_dumps, pointer_loads
 from dashboard.deployments.services import environment_ensure, environments_refresh_pointers
 from dashboard.registry.selectors import version_get
@@ -109,28 +109,14 @@ class Command(BaseCommand):
                     now=timezone.now(),
                 )
                 ssm.put_parameter(name=parameter, value=pointer_dumps(pointer))
+                # A new embedded AWS (its saved state was deleted): the
+                # environment starts over from this pointer.
+                Environment.objects.filter(ssm_parameter=parameter).update(
+                    pointer_version_seen=None, promoted_version=""
+                )
                 self.stdout.write(f"pointer {parameter} -> {info.version}")
         environments_refresh_pointers()
         self._ensure_users()
-
-    def _fail_interrupted_deployments(self) -> None:
-        """Deployments in flight when the stack stopped can never finish: the
-        embedded AWS they followed is gone."""
-        for deployment in Deployment.objects.filter(status__in=Deployment.IN_FLIGHT):
-            Deployment.objects.filter(pk=deployment.pk).update(
-                status=Deployment.Status.FAILED,
-                error="the local stack stopped while this deployment was in flight",
-                finished_at=timezone.now(),
-            )
-            DeploymentEvent.objects.create(
-                deployment=deployment,
-                level="error",
-                message="finished: failed: the local stack stopped during the deployment",
-            )
-            Environment.objects.filter(pk=deployment.environment_id).update(
-                promoted_version=str((deployment.previous_pointer or {}).get("version") or "")
-            )
-            self.stdout.write(f"marked interrupted deployment #{deployment.pk} failed")
 
     def _ensure_users(self) -> None:
         path = settings.STATE_DIR / "credentials.txt"
@@ -159,7 +145,6 @@ class Command(BaseCommand):
                 ssm_parameter=f"/models/{MODEL_NAME}/{name}",
                 service_arn=service.arn,
                 service_url=urls.get(name, f"http://{service.url}"),
-                requires_admin=False,
                 position=position,
             )
             self.stdout.write(f"environment {MODEL_NAME}/{name} -> {service.arn}")
