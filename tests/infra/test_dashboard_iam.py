@@ -69,7 +69,7 @@ def test_the_scan_finds_the_calls_the_code_makes(calls) -> None:
 
 def test_a_call_the_policy_lacks_is_named_with_the_statement_to_add(template, calls) -> None:
     changed = copy.deepcopy(template)
-    statement(changed, "Pointers")["Action"] = ["ssm:GetParameter"]
+    statement(changed, "Pointers")["Action"].remove("ssm:PutParameter")
     problems = check_static(changed, calls, context(changed))
     assert len(problems) == 1
     assert "calls ssm:PutParameter" in problems[0]

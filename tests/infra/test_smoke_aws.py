@@ -332,13 +332,23 @@ SIMULATIONS = [
     ),
     (
         "Pointers",
-        ["ssm:GetParameter", "ssm:PutParameter"],
+        ["ssm:GetParameter", "ssm:PutParameter", "ssm:GetParameterHistory"],
         f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/models/{SMOKE}",
     ),
     (
         "AppRunnerServices",
-        ["apprunner:DescribeService", "apprunner:ListOperations", "apprunner:StartDeployment"],
+        [
+            "apprunner:DescribeService",
+            "apprunner:ListOperations",
+            "apprunner:StartDeployment",
+            "apprunner:UpdateService",
+        ],
         f"arn:aws:apprunner:us-east-1:{ACCOUNT}:service/modeldeck-{SMOKE}",
+    ),
+    (
+        "PassInferenceRoles",
+        ["iam:PassRole"],
+        f"arn:aws:iam::{ACCOUNT}:role/modeldeck/inference/{SMOKE}",
     ),
     ("AppRunnerList", ["apprunner:ListServices"], "*"),
 ]
