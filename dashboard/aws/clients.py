@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from typing import Any
 
 import boto3
+import botocore
 from botocore.config import Config
 from django.conf import settings
 
@@ -83,11 +85,28 @@ def record_calls(session: boto3.session.Session, path: str) -> None:
     """Append every operation the session's clients call to ``path`` (JSON lines).
 
     ``sent`` says the call reached AWS (or was presigned for a browser to send);
-    a call answered by botocore's Stubber never is. Several processes may share
-    the file: each line is one small O_APPEND write.
+    a call answered by botocore's Stubber never is. ``caller`` is the file that
+    called boto3 (relative to the repository): a test that acts through this
+    client as someone else (deleting an object behind the dashboard's back) is
+    not the dashboard. Several processes may share the file: each line is one
+    small O_APPEND write.
     """
     seen: set[str] = set()
     lock = threading.Lock()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    libraries = tuple(
+        os.path.dirname(os.path.abspath(module.__file__ or "")) + os.sep
+        for module in (boto3, botocore)
+    )
+
+    def caller() -> str:
+        frame = sys._getframe(2)
+        while frame is not None:
+            name = os.path.abspath(frame.f_code.co_filename)
+            if not name.startswith(libraries) and name != os.path.abspath(__file__):
+                return os.path.relpath(name, root)
+            frame = frame.f_back  # type: ignore[assignment]
+        return ""
 
     def write(entry: dict[str, Any]) -> None:
         line = json.dumps(entry, sort_keys=True)
@@ -110,6 +129,7 @@ def record_calls(session: boto3.session.Session, path: str) -> None:
             "service": model.service_model.service_name,
             "operation": model.name,
             "params": kept,
+            "caller": caller(),
         }
 
     def before_parameter_build(

@@ -227,3 +227,49 @@ def test_the_readme_lists_the_template_policy(template) -> None:
     assert current == readme_block(template), (
         "README.md's IAM list is stale: python -m tools.dashboard_iam --write-readme"
     )
+
+
+def test_calls_a_test_makes_itself_are_not_the_dashboards(template, calls) -> None:
+    # A test deleting an exact object version "behind the dashboard's back" with
+    # the dashboard's own client: the dashboard never does that, and may not.
+    record = {
+        "service": "s3",
+        "operation": "DeleteObject",
+        "sent": True,
+        "params": {"Bucket": "test-models", "Key": "models/iris/1.0/model.pt", "VersionId": True},
+    }
+    by_test = {**record, "caller": "tests/dashboard/test_deployment_flow.py"}
+    assert check_recorded(template, [by_test], calls, context(template)) == []
+    by_dashboard = {**record, "caller": "dashboard/aws/s3.py"}
+    assert check_recorded(template, [by_dashboard], calls, context(template)) == [
+        "s3:DeleteObject was called at run time on "
+        "arn:aws:s3:::test-models/models/iris/1.0/model.pt: "
+        "the dashboard role does not allow s3:DeleteObjectVersion there"
+    ]
+
+
+def test_the_recorder_names_who_called_and_whether_it_was_sent() -> None:
+    from botocore.stub import Stubber
+
+    from dashboard.aws import s3
+    from dashboard.aws.clients import client, reset_clients
+    from tools.dashboard_iam import read_call_log
+
+    reset_clients()
+    stubber = Stubber(client("s3"))
+    stubber.add_response("delete_object", {}, {"Bucket": "rec-b", "Key": "rec-k1"})
+    stubber.add_response(
+        "delete_object", {}, {"Bucket": "rec-b", "Key": "rec-k2", "VersionId": "v"}
+    )
+    with stubber:
+        s3.delete_object(bucket="rec-b", key="rec-k1")
+        client("s3").delete_object(Bucket="rec-b", Key="rec-k2", VersionId="v")
+    reset_clients()
+    import os
+
+    records = read_call_log(Path(os.environ["MODELDECK_AWS_CALL_LOG"]))
+    mine = {r["params"]["Key"]: r for r in records if r["params"].get("Bucket") == "rec-b"}
+    assert mine["rec-k1"]["caller"] == "dashboard/aws/s3.py"
+    assert mine["rec-k2"]["caller"] == "tests/infra/test_dashboard_iam.py"
+    assert mine["rec-k2"]["params"]["VersionId"] is True  # present, value not kept
+    assert not any(r["sent"] for r in mine.values())  # Stubber answered
