@@ -24,8 +24,12 @@ $(NODE_STAMP): package.json package-lock.json
 	@rm -f node_modules/.installed-* && touch $@
 
 # Redis is only needed when none answers at REDIS_URL; install it if missing.
+# bubblewrap isolates model files during validation (docs/security.md);
+# libseccomp2 compiles its seccomp filters; util-linux gives setpriv and prlimit.
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v bwrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
+	@{ ldconfig -p | grep -q libseccomp.so.2 && command -v setpriv >/dev/null && command -v prlimit >/dev/null; } || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 util-linux >/dev/null; }
 
 # Debian's chromium: Playwright's own browser download does not work here.
 browser-deps:

@@ -13,6 +13,7 @@ from ninja.security import APIKeyHeader, SessionAuth
 from ninja.utils import check_csrf
 
 from dashboard.accounts.services import token_authenticate
+from dashboard.audit.apis import router as audit_router
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.apis import router as deployments_router
 from dashboard.deployments.services import DeploymentError
@@ -65,6 +66,8 @@ api = NinjaAPI(
 )
 api.add_router("/models", registry_router)
 api.add_router("/", deployments_router)
+# GET /api/deployments (the list); /api/deployments/<id> is the deployments router's.
+api.add_router("/", audit_router)
 
 
 def _error(request: HttpRequest, status: int, detail: str, **extra: Any) -> HttpResponse:

@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "dashboard.accounts",
     "dashboard.registry",
     "dashboard.deployments",
+    "dashboard.audit",
+    "dashboard.webhooks",
     "dashboard.devtools",
 ]
 
@@ -179,6 +181,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60),
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Model files are loaded only by workers of the "validation" queue, so that a
+# deployment can run them in a container of their own (docs/security.md).
+CELERY_TASK_ROUTES = {"dashboard.registry.tasks.validation_run": {"queue": "validation"}}
 CELERY_BEAT_SCHEDULE = {
     "uploads-abort-abandoned": {
         "task": "dashboard.registry.tasks.uploads_abort_abandoned",
@@ -195,6 +200,10 @@ CELERY_BEAT_SCHEDULE = {
     "environments-watch-pointers": {
         "task": "dashboard.deployments.tasks.environments_watch_pointers",
         "schedule": env_float("POINTER_WATCH_EVERY_SECONDS", 60.0, minimum=1.0),
+    },
+    "webhooks-dispatch-due": {
+        "task": "dashboard.webhooks.tasks.webhooks_dispatch_due",
+        "schedule": env_float("WEBHOOK_DISPATCH_EVERY_SECONDS", 15.0, minimum=1.0),
     },
 }
 
@@ -213,6 +222,22 @@ if AWS_S3_ADDRESSING_STYLE not in {"auto", "path", "virtual"}:
 # --- Registry ---------------------------------------------------------------
 VALIDATION_TIME_LIMIT_SECONDS = env_float("VALIDATION_TIME_LIMIT_SECONDS", 300.0, minimum=5.0)
 VALIDATION_MEMORY_LIMIT_MB = env_int("VALIDATION_MEMORY_LIMIT_MB", 4096, minimum=512)
+# How a model file is isolated while it is validated (docs/security.md):
+# bwrap (bubblewrap namespaces; the default), container (the validation worker's
+# own locked-down container is the isolation, for runtimes that forbid
+# namespaces), none-dev (no isolation at all; refused in production).
+VALIDATION_SANDBOX = env_str("VALIDATION_SANDBOX", "bwrap")
+if VALIDATION_SANDBOX not in {"bwrap", "container", "none-dev"}:
+    raise ImproperlyConfigured(
+        f"VALIDATION_SANDBOX={VALIDATION_SANDBOX!r} must be 'bwrap', 'container' or 'none-dev'"
+    )
+# Where bubblewrap is (default: bwrap from /usr/bin or /bin).
+VALIDATION_BWRAP = env_str("VALIDATION_BWRAP", "")
+if PRODUCTION and VALIDATION_SANDBOX == "none-dev":
+    raise ImproperlyConfigured(
+        "VALIDATION_SANDBOX=none-dev runs model files without any isolation and is refused in "
+        "production: use bwrap, or container in a validation container without credentials"
+    )
 VERSION_DELETE_PROTECT_DAYS = env_int("VERSION_DELETE_PROTECT_DAYS", 30, minimum=0)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024**3, minimum=1)
 UPLOAD_PART_BYTES = env_int("UPLOAD_PART_BYTES", 16 * 1024**2, minimum=5 * 1024**2)
@@ -236,6 +261,16 @@ DEPLOYMENT_RETRY_MAX_SECONDS = env_float("DEPLOYMENT_RETRY_MAX_SECONDS", 60.0, m
 SERVICE_HTTP_TIMEOUT = env_float("SERVICE_HTTP_TIMEOUT", 5.0, minimum=0.1)
 # Page views reuse an environment's live checks (SSM + /version) for this long.
 ENVIRONMENT_STATE_CACHE_SECONDS = env_float("ENVIRONMENT_STATE_CACHE_SECONDS", 10.0, minimum=0.0)
+
+# --- Webhooks ---------------------------------------------------------------
+# Attempts of one delivery; retry n waits BASE * 4^(n-1) seconds, at most MAX:
+# with the defaults, 8 attempts over about 23 hours.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=1.0)
+WEBHOOK_RETRY_MAX_SECONDS = env_float("WEBHOOK_RETRY_MAX_SECONDS", 12 * 3600.0, minimum=1.0)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5)
+# Receivers on the dashboard's own host: fine on a laptop, never in production.
+WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", not PRODUCTION)
 
 LOGGING = {
     "version": 1,

@@ -6,8 +6,10 @@ from django.views.generic import RedirectView
 from dashboard.accounts import views as account_views
 from dashboard.accounts.admin_site import site as admin_site
 from dashboard.api import api
+from dashboard.audit import views as audit_views
 from dashboard.deployments import views as deployment_views
 from dashboard.registry import views as registry_views
+from dashboard.webhooks import views as webhook_views
 
 
 class BoundedIntConverter:
@@ -91,6 +93,38 @@ urlpatterns = [
         deployment_views.decide,
         {"decision": "reject"},
         name="deployment-reject",
+    ),
+    path(
+        "deployments/<id:deployment_id>/abort",
+        deployment_views.decide,
+        {"decision": "abort"},
+        name="deployment-abort",
+    ),
+    path("audit/", audit_views.audit_page, name="audit"),
+    path(
+        "models/<str:model>/environments/<str:environment>/webhooks/",
+        webhook_views.webhooks_page,
+        name="webhooks",
+    ),
+    path(
+        "models/<str:model>/environments/<str:environment>/webhooks/<id:webhook_id>/update",
+        webhook_views.webhook_update_view,
+        name="webhook-update",
+    ),
+    path(
+        "models/<str:model>/environments/<str:environment>/webhooks/<id:webhook_id>/rotate",
+        webhook_views.webhook_rotate_view,
+        name="webhook-rotate",
+    ),
+    path(
+        "models/<str:model>/environments/<str:environment>/webhooks/<id:webhook_id>/delete",
+        webhook_views.webhook_delete_view,
+        name="webhook-delete",
+    ),
+    path(
+        "models/<str:model>/environments/<str:environment>/webhooks/<id:webhook_id>/test",
+        webhook_views.webhook_test_view,
+        name="webhook-test",
     ),
     path("admin/", admin_site.urls),
     path("api/", api.urls),

@@ -243,7 +243,31 @@ def stack_env(ports: Ports, state_dir: Path) -> dict[str, str]:
     }
 
 
-def apprunner_config(ports: Ports, env: dict[str, str], state_dir: Path) -> dict[str, object]:
+def pointer_pins(env: dict[str, str]) -> dict[str, str]:
+    """environment -> its pointer with SSM's version selector, as the seed left
+    it: each service's first revision pins that exact pointer version (a
+    revision that read the unversioned pointer would load whatever a
+    deployment in flight had just written, on any restart)."""
+    import boto3
+
+    client = boto3.client(
+        "ssm",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    pins = {}
+    for name in ("production", "staging"):
+        parameter = f"/models/iris/{name}"
+        version = client.get_parameter(Name=parameter)["Parameter"]["Version"]
+        pins[name] = f"{parameter}:{version}"
+    return pins
+
+
+def apprunner_config(
+    ports: Ports, env: dict[str, str], state_dir: Path, pins: dict[str, str] | None = None
+) -> dict[str, object]:
     services = []
     for name, port in (("production", ports.production), ("staging", ports.staging)):
         services.append(
@@ -252,7 +276,7 @@ def apprunner_config(ports: Ports, env: dict[str, str], state_dir: Path) -> dict
                 "port": port,
                 "command": [PYTHON, "-m", "inference"],
                 "env": {
-                    "MODEL_SSM_PARAMETER": f"/models/iris/{name}",
+                    "MODEL_SSM_PARAMETER": (pins or {}).get(name, f"/models/iris/{name}"),
                     "MODEL_CACHE_DIR": str(state_dir / "model-cache"),
                     "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
                     "AWS_ACCESS_KEY_ID": "test",
@@ -359,7 +383,9 @@ def up(ports: Ports, state_dir: Path) -> int:
             env,
         )
         config_path = state_dir / "apprunner.json"
-        config_path.write_text(json.dumps(apprunner_config(ports, env, state_dir), indent=2))
+        config_path.write_text(
+            json.dumps(apprunner_config(ports, env, state_dir, pointer_pins(env)), indent=2)
+        )
         # Everything else starts at once; only linking the environments to
         # their App Runner services has to wait for the stand-in.
         runner = supervisor.start(
@@ -410,6 +436,10 @@ def up(ports: Ports, state_dir: Path) -> int:
                     "-A",
                     "dashboard",
                     "worker",
+                    # Both queues here; production gives "validation" a container
+                    # of its own (docker-compose.yml, docs/security.md).
+                    "--queues",
+                    "celery,validation",
                     "--loglevel",
                     "INFO",
                     "--concurrency",

@@ -27,6 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from inference.artifact_safety import (
+    UnsafeArtifact,
+    check_pt2,
+    check_torchscript,
+    exported_operators,
+    refuse_exported_operators,
+    refuse_operators,
+    scripted_operators,
+)
 from inference.errors import StartupFailure
 from inference.outputs import UnsupportedOutput, encode_whole
 from inference.pointer import InputSpec
@@ -40,7 +49,9 @@ _READ_AHEAD_CHUNK = 8 * 1024 * 1024
 def load_module(path: Path, fmt: str) -> Any:
     """Return the model in ``path`` ready for inference (eval mode where supported).
 
-    Raises StartupFailure(``unloadable_artifact``) with the loader's own reason.
+    Raises StartupFailure(``unloadable_artifact``) with the loader's own reason, or
+    (``unsafe_artifact``) for an archive that needs pickle or native code, or whose
+    graphs call file, process or network operators (inference/artifact_safety.py).
     """
     if not zipfile.is_zipfile(path):
         raise StartupFailure(
@@ -48,6 +59,21 @@ def load_module(path: Path, fmt: str) -> Any:
             f"the {fmt} artifact is not a zip archive (both torchscript and torch.export "
             "files are), so it is not a saved model",
         )
+    if fmt not in ("torchscript", "torch.export"):
+        raise StartupFailure("unsupported_format", f"unsupported artifact format {fmt!r}")
+    try:
+        # Before anything loads it: loading a .pt2 that asks for pickle runs the
+        # file's code, and TorchScript runs __setstate__ methods while loading.
+        if fmt == "torch.export":
+            check_pt2(str(path))
+        else:
+            check_torchscript(str(path))
+    except UnsafeArtifact as exc:
+        raise StartupFailure("unsafe_artifact", f"the {fmt} artifact is refused: {exc}") from exc
+    except ValueError as exc:
+        raise StartupFailure(
+            "unloadable_artifact", f"the artifact does not load as {fmt}: {exc}"
+        ) from exc
     try:
         with _quiet_torch_export_logger(), _read_ahead(path):
             if fmt == "torchscript":
@@ -55,21 +81,39 @@ def load_module(path: Path, fmt: str) -> Any:
                     # torch 2.13 deprecates TorchScript in favour of torch.export, but
                     # serving it is part of the contract; the warning helps nobody here.
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    module = torch.jit.load(str(path), map_location="cpu")
-                module.eval()
-            elif fmt == "torch.export":
-                # .module() gives an nn.Module whose eval() torch refuses; the exported
-                # graph already fixes train/eval behaviour at export time.
-                module = torch.export.load(str(path)).module()
+                    # torch.jit.load's own steps, keeping the compilation unit that
+                    # holds every function of the archive, for the operator scan.
+                    unit = torch._C.CompilationUnit()
+                    cpp_module = torch._C.import_ir_module(  # type: ignore[call-arg]
+                        unit, str(path), torch.device("cpu"), {}, False
+                    )
+                    module = torch.jit._recursive.wrap_cpp_module(cpp_module)
+                operators = scripted_operators(torch, unit)
+                refuse = refuse_operators
             else:
-                raise StartupFailure("unsupported_format", f"unsupported artifact format {fmt!r}")
-    except StartupFailure:
-        raise
+                program = torch.export.load(str(path))
+                operators = exported_operators(program)
+                refuse = refuse_exported_operators
     except Exception as exc:
         raise StartupFailure(
             "unloadable_artifact", f"the artifact does not load as {fmt}: {_first_line(exc)}"
         ) from exc
-    return module
+    try:
+        # Before it runs: no file, process or network operators.
+        refuse(operators)
+    except UnsafeArtifact as exc:
+        raise StartupFailure("unsafe_artifact", f"the {fmt} artifact is refused: {exc}") from exc
+    if fmt == "torchscript":
+        module.eval()
+        return module
+    try:
+        # .module() gives an nn.Module whose eval() torch refuses; the exported
+        # graph already fixes train/eval behaviour at export time.
+        return program.module()
+    except Exception as exc:
+        raise StartupFailure(
+            "unloadable_artifact", f"the artifact does not load as {fmt}: {_first_line(exc)}"
+        ) from exc
 
 
 def warm_up(module: Any, spec: InputSpec) -> None:

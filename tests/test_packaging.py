@@ -77,6 +77,29 @@ def test_compose_services_reference_real_things() -> None:
                 assert found or management in {"migrate"}, management
 
 
+def test_compose_isolates_the_validation_worker() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    validation = services["validation-worker"]
+    environment = validation["environment"]
+    # Only the validation queue, only here.
+    assert "--queues" in validation["command"]
+    assert validation["command"][validation["command"].index("--queues") + 1] == "validation"
+    worker = services["worker"]["command"]
+    assert worker[worker.index("--queues") + 1] == "celery"
+    # Nothing worth stealing, no way out, nothing to write.
+    assert not any(name.startswith("AWS_") for name in environment)
+    assert "DATABASE_URL" not in environment
+    assert environment["SECRET_KEY"] != services["dashboard"]["environment"]["SECRET_KEY"]
+    assert environment["VALIDATION_SANDBOX"] == "container"
+    assert validation["networks"] == ["validation"]
+    assert compose["networks"]["validation"]["internal"] is True
+    assert validation["read_only"] is True
+    assert validation["cap_drop"] == ["ALL"]
+    for needed in ("redis", "aws"):
+        assert "validation" in services[needed]["networks"]
+
+
 def test_compose_apprunner_config_is_valid() -> None:
     config = parse_config(json.loads((ROOT / "devstack" / "compose-apprunner.json").read_text()))
     assert {s.name for s in config.services} == {"iris-production", "iris-staging"}

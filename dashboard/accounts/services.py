@@ -9,10 +9,13 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import transaction
 from django.utils import timezone
 
 from dashboard.accounts.models import ApiToken
 from dashboard.accounts.roles import ROLES
+from dashboard.audit.models import AuditEvent
+from dashboard.audit.services import audit_record
 
 KEY_PREFIX = "mdk_"
 # Writing last_used_at on every call would turn each API read into a write.
@@ -29,14 +32,30 @@ def token_create(*, user: Any, name: str) -> tuple[ApiToken, str]:
     """Create a token; return it and the key, which is not stored anywhere."""
     name = name.strip()[:100] or "API token"
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name, prefix=key[:10], key_hash=_hash(key))
+    with transaction.atomic():
+        token = ApiToken.objects.create(user=user, name=name, prefix=key[:10], key_hash=_hash(key))
+        _audit_token(AuditEvent.Action.TOKEN_CREATE, token)
     return token, key
 
 
 def token_revoke(*, token: ApiToken) -> None:
     if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+            _audit_token(AuditEvent.Action.TOKEN_REVOKE, token)
+
+
+def _audit_token(action: str, token: ApiToken) -> None:
+    # Tokens are created and revoked by their owner (the settings page) or
+    # for them by an operator (create_api_token): the owner is the actor.
+    audit_record(
+        actor=token.user,
+        action=action,
+        object_type="api_token",
+        object_id=token.pk,
+        object_repr=f"{token.name} ({token.prefix}…)",
+    )
 
 
 def token_authenticate(key: str) -> Any | None:

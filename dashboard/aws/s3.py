@@ -246,3 +246,17 @@ def iter_multipart_uploads(*, bucket: str, prefix: str) -> Iterator[MultipartUpl
                 )
     except Exception as exc:
         raise translate(exc, operation="ListMultipartUploads") from exc
+
+
+def presign_get_object(*, bucket: str, key: str, version_id: str | None, expires_in: int) -> str:
+    """A URL that GETs one object version, valid for ``expires_in`` seconds: the
+    validation worker downloads with it and so needs no credentials of its own."""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        params["VersionId"] = version_id
+    try:
+        return _s3().generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in, HttpMethod="GET"
+        )
+    except Exception as exc:
+        raise translate(exc, operation="GetObject (presign)") from exc

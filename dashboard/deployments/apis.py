@@ -23,6 +23,7 @@ from dashboard.deployments.selectors import (
     environment_states,
 )
 from dashboard.deployments.services import (
+    deployment_abort,
     deployment_approve,
     deployment_reject,
     deployment_rollback,
@@ -283,3 +284,24 @@ def reject(
         reason=payload.reason if payload is not None else "",
     )
     return deployment_as_dict(found)
+
+
+class AbortIn(Schema):
+    reason: str = Field(..., min_length=1, max_length=500)
+
+
+@router.post(
+    "deployments/{deployment_id}/abort",
+    response={202: DeploymentOut},
+    summary="Stop a deployment in flight and put back what was live",
+    description="An extension of the contract. The deployment ends failed (nothing was changed "
+    "yet) or rolled_back. ECS stops its service deployment at once; App Runner cannot stop an "
+    "operation, so the dashboard follows it to its end and then rolls back. A request still "
+    "awaiting approval is withdrawn by its requester (others reject it). 409 when it is final.",
+)
+def abort(request: HttpRequest, deployment_id: int, payload: AbortIn) -> Status[dict[str, Any]]:
+    api_require_role(request, DEPLOYER)
+    if deployment_get(deployment_id=deployment_id) is None:
+        raise Http404(f"no deployment #{deployment_id}")
+    found = deployment_abort(deployment_id=deployment_id, user=request.user, reason=payload.reason)
+    return Status(202, deployment_as_dict(found))

@@ -71,6 +71,11 @@ class Environment(models.Model):
         blank=True,
         help_text="The newest SSM parameter version the watcher has looked at.",
     )
+    drift_reported = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="The drift last announced (drift.detected), so each is announced once.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -252,6 +257,15 @@ class Deployment(models.Model):
     )
     verify_until = models.DateTimeField(null=True, blank=True)
     bake_until = models.DateTimeField(null=True, blank=True)
+    # --- a person stopping it -----------------------------------------------------------
+    abort_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="Someone asked to stop it and put back what was live."
+    )
+    abort_requested_by_name = models.CharField(max_length=150, blank=True)
+    abort_reason = models.CharField(max_length=500, blank=True)
+    stop_sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the target was asked to stop its operation."
+    )
     # --- the reconciler's bookkeeping ----------------------------------------------------
     next_step_at = models.DateTimeField(null=True, blank=True)
     claim_token = models.CharField(max_length=32, blank=True)

@@ -182,6 +182,8 @@ def deployment_advance(*, deployment_id: int, max_steps: int = 25) -> str | None
 
 
 def _run_step(deployment: Deployment, token: str) -> Transition:
+    if deployment.abort_requested_at is not None and not deployment.outcome:
+        return _aborting(deployment, token)
     handler = _STEPS.get(deployment.step)
     if handler is None:  # a row from the future or hand-edited: fail loudly, restore
         return _failing(deployment, f"unknown step {deployment.step!r}")
@@ -270,6 +272,7 @@ def _apply(deployment: Deployment, token: str, transition: Transition) -> None:
                 f"started automatically to undo #{deployment.pk}: {deployment.error}",
                 level="warning",
             )
+            notify.deployment_requested(rollback, None)
             transaction.on_commit(lambda: enqueue(rollback.pk))
         if transition.announce:
             notify.deployment_changed(deployment, transition.announce)
@@ -374,6 +377,47 @@ def _failing(
     return Transition(
         updates={"outcome": outcome, "error": error, "step": Step.RESTORE}, wait=wait
     ).log(error, "error")
+
+
+def _aborting(deployment: Deployment, token: str) -> Transition:
+    """Someone asked to stop: stop the target's operation where it can, and
+    put back what was live (the restore step, or nothing at all before the
+    pointer was written)."""
+    who = deployment.abort_requested_by_name or "someone"
+    error = f"aborted by {who}" + (
+        f": {deployment.abort_reason}" if deployment.abort_reason else ""
+    )
+    if deployment.parameter_version is None:
+        transition = Transition(finish=Status.FAILED, updates={"error": error})
+        return transition.log(f"{error}; nothing had been changed", "warning")
+    if (
+        deployment.step == Step.FOLLOW
+        and deployment.operation_id
+        and deployment.stop_sent_at is None
+    ):
+        target = target_for(deployment.environment)
+        _save(deployment, token, stop_sent_at=timezone.now())
+        stopped = target.stop(operation_id=deployment.operation_id)
+        transition = Transition(
+            updates={"outcome": Status.ROLLED_BACK, "error": error},
+            wait=settings.DEPLOYMENT_POLL_SECONDS,
+        )
+        if stopped:
+            return transition.log(
+                f"{error}; asked {target.label} to stop {target.operation_label} "
+                f"{deployment.operation_id} and roll back",
+                "warning",
+            )
+        return transition.log(
+            f"{error}; {target.label} cannot stop {target.operation_label} "
+            f"{deployment.operation_id}, so ModelDeck follows it to its end and then puts "
+            "back what was live",
+            "warning",
+        )
+    outcome = Status.ROLLED_BACK if deployment.step in (Step.VERIFY, Step.BAKE) else Status.FAILED
+    if deployment.step == Step.FOLLOW:
+        return Transition(updates={"outcome": outcome, "error": error}).log(error, "warning")
+    return _failing(deployment, error, outcome=outcome)
 
 
 def _step_write_pointer(deployment: Deployment, token: str) -> Transition:

@@ -195,12 +195,13 @@ def drift_of(
         )
     if pointer_ok:
         expected = deployed_version or shown_pointer
+        named_by = "the pointer and the last deployment name" if deployed else "the pointer names"
         return Drift(
             kind="service_differs",
             reason=(
                 f"The service serves {live.version if live else '?'}, not {expected}, which "
-                f"the pointer and the last deployment name: someone changed the service "
-                f"outside the dashboard. Redeploy {expected} (promote it) to put it back."
+                f"{named_by}: the service or the pointer was changed outside the dashboard. "
+                f"Promote the version that should serve to make them agree."
             ),
             **fields,
         )

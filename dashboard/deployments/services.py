@@ -38,9 +38,12 @@ from dashboard.deployments.pointer import (
 from dashboard.deployments.reconciler import enqueue
 from dashboard.deployments.selectors import (
     deployment_in_flight,
+    drift_of,
     environment_live_deployment,
+    environment_remote_state,
     rollback_plan,
 )
+from dashboard.deployments.statecache import state_forget
 from dashboard.registry.names import validate_environment_name, validate_version_name
 from dashboard.registry.selectors import version_get
 
@@ -102,19 +105,19 @@ def _conflict(environment: Environment) -> DeploymentConflict:
     )
 
 
-def _create(environment: Environment, **fields: Any) -> Deployment:
+def _create(environment: Environment, user: Any, **fields: Any) -> Deployment:
     """Insert the deployment row; the partial unique index turns a concurrent
     second one into DeploymentConflict (exactly one wins)."""
     try:
         with transaction.atomic():
             deployment = Deployment.objects.create(environment=environment, **fields)
+            notify.deployment_requested(deployment, user)
             if deployment.status == Status.AWAITING_APPROVAL:
                 _event(
                     deployment,
                     f"{deployment.requested_by_name} asked to deploy {deployment.to_version}; "
                     "waiting for approval",
                 )
-                notify.deployment_changed(deployment, "deployment.awaiting_approval")
             else:
                 _event(deployment, f"{deployment.requested_by_name or 'modeldeck'} requested it")
                 transaction.on_commit(lambda: enqueue(deployment.pk))
@@ -174,6 +177,7 @@ def deployment_start(
     approval = environment.requires_approval
     return _create(
         environment,
+        user,
         kind=Deployment.Kind.PROMOTE,
         status=Status.AWAITING_APPROVAL if approval else Status.PENDING,
         step=Deployment.Step.APPROVAL if approval else Deployment.Step.WRITE_POINTER,
@@ -224,6 +228,7 @@ def deployment_rollback(*, environment: Environment, user: Any, reason: str) -> 
     now = timezone.now()
     return _create(
         environment,
+        user,
         kind=Deployment.Kind.ROLLBACK,
         status=Status.PENDING,
         step=Deployment.Step.WRITE_POINTER,
@@ -295,6 +300,7 @@ def deployment_approve(*, deployment_id: int, user: Any, reason: str = "") -> De
             deployment,
             f"{_username(user)} approved it" + (f": {reason}" if reason else ""),
         )
+        notify.deployment_decided(deployment, user, approved=True)
         transaction.on_commit(lambda: enqueue(deployment.pk))
     return deployment
 
@@ -321,7 +327,54 @@ def deployment_reject(*, deployment_id: int, user: Any, reason: str = "") -> Dep
             raise DeploymentConflict(f"deployment #{deployment.pk} is no longer awaiting approval")
         deployment.refresh_from_db()
         _event(deployment, f"{_username(user)} rejected it" + (f": {reason}" if reason else ""))
+        notify.deployment_decided(deployment, user, approved=False)
         notify.deployment_finished(deployment)
+    return deployment
+
+
+def deployment_abort(*, deployment_id: int, user: Any, reason: str) -> Deployment:
+    """Stop a deployment in flight and put back what was live. A request still
+    awaiting approval is withdrawn (by its requester) or rejected instead.
+
+    The reconciler does the work at its next step: it asks the target to stop
+    its operation where the target can (ECS), or follows it to its end (App
+    Runner cannot stop one), then restores the pointer or rolls back."""
+    deployment = _awaiting(deployment_id)
+    _check_permission(user, deployment.environment)
+    reason = _clean_reason(reason, required=True, what="stopping a deployment")
+    if deployment.status == Status.AWAITING_APPROVAL:
+        if deployment.requested_by_id != getattr(user, "pk", None):
+            raise DeploymentConflict(
+                f"deployment #{deployment.pk} awaits approval: reject it instead"
+            )
+        return deployment_reject(deployment_id=deployment_id, user=user, reason=reason)
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Deployment.objects.filter(
+            pk=deployment.pk,
+            status__in=Deployment.RUNNING,
+            abort_requested_at__isnull=True,
+            outcome="",
+        ).update(
+            abort_requested_at=now,
+            abort_requested_by_name=_username(user),
+            abort_reason=reason,
+            next_step_at=now,
+        )
+        if not changed:
+            raise DeploymentConflict(
+                f"deployment #{deployment.pk} is {deployment.status}"
+                + (
+                    ", already ending"
+                    if deployment.outcome or deployment.abort_requested_at
+                    else ""
+                )
+                + ": nothing to stop"
+            )
+        deployment.refresh_from_db()
+        _event(deployment, f"{_username(user)} asked to stop it: {reason}", level="warning")
+        notify.deployment_aborted(deployment, user)
+        transaction.on_commit(lambda: enqueue(deployment.pk))
     return deployment
 
 
@@ -345,17 +398,22 @@ def pointer_restore(*, environment: Environment, user: Any) -> int:
         )
     except AwsError as exc:
         raise DeploymentUpstreamError(f"could not write the pointer: {exc}") from exc
-    PointerWrite.objects.update_or_create(
-        environment=environment,
-        parameter_version=version,
-        defaults={
-            "deployment": live,
-            "purpose": PointerWrite.Purpose.RESTORE,
-            "version": live.to_version,
-            "sha256": live.sha256,
-            "written_by_name": _username(user),
-        },
-    )
+    with transaction.atomic():
+        PointerWrite.objects.update_or_create(
+            environment=environment,
+            parameter_version=version,
+            defaults={
+                "deployment": live,
+                "purpose": PointerWrite.Purpose.RESTORE,
+                "version": live.to_version,
+                "sha256": live.sha256,
+                "written_by_name": _username(user),
+            },
+        )
+        notify.pointer_restored(
+            environment, user, version=live.to_version, parameter_version=version
+        )
+    state_forget(environment.pk)
     return version
 
 
@@ -392,9 +450,11 @@ def environment_rules_update(
         if getattr(environment, name) != value
     }
     if changes:
-        for name, (_, value) in changes.items():
-            setattr(environment, name, value)
-        environment.save(update_fields=list(changes))
+        with transaction.atomic():
+            for name, (_, value) in changes.items():
+                setattr(environment, name, value)
+            environment.save(update_fields=list(changes))
+            notify.environment_rules_changed(environment, user, changes)
     return changes
 
 
@@ -488,7 +548,7 @@ def _watch_pointer(environment: Environment) -> int:
     with transaction.atomic():
         for item in outside:
             pointer = pointer_loads(item.value)
-            _, created = PointerChange.objects.get_or_create(
+            change, created = PointerChange.objects.get_or_create(
                 environment=environment,
                 parameter_version=item.version,
                 defaults={
@@ -498,11 +558,46 @@ def _watch_pointer(environment: Environment) -> int:
                     "modified_at": item.modified_at,
                 },
             )
-            new += int(created)
+            if created:
+                new += 1
+                notify.pointer_changed_outside(
+                    environment,
+                    parameter_version=change.parameter_version,
+                    version=change.version,
+                    sha256=change.sha256,
+                    modified_by=change.modified_by,
+                )
         if deployment_in_flight(environment=environment) is None:
             Environment.objects.filter(pk=environment.pk).update(
                 pointer_version_seen=current.version
             )
-        if new:
-            notify.pointer_changed_outside(environment, [item.version for item in outside])
+    if new:
+        state_forget(environment.pk)
     return new
+
+
+def environments_check_drift() -> int:
+    """Announce (drift.detected) each environment whose pointer, service and
+    last successful deployment newly disagree; return how many were announced."""
+    announced = 0
+    for environment in Environment.objects.all():
+        remote = environment_remote_state(environment, fresh=True)
+        deployed = environment_live_deployment(environment=environment)
+        drift = drift_of(
+            remote=remote,
+            deployed=deployed,
+            in_flight=deployment_in_flight(environment=environment),
+        )
+        signature = (
+            ""
+            if drift is None
+            else f"{drift.kind}:{drift.pointer_sha256}:{drift.live_sha256}:{drift.deployed_sha256}"
+        )[:300]
+        if signature == environment.drift_reported:
+            continue
+        with transaction.atomic():
+            Environment.objects.filter(pk=environment.pk).update(drift_reported=signature)
+            if drift is not None:
+                notify.drift_detected(environment, drift=drift.as_dict(), deployed=deployed)
+                announced += 1
+    return announced

@@ -30,3 +30,4 @@ def deployments_reconcile() -> None:
 @shared_task(ignore_result=True, expires=300)
 def environments_watch_pointers() -> None:
     services.environments_refresh_pointers()
+    services.environments_check_drift()

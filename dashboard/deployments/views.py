@@ -27,6 +27,7 @@ from dashboard.deployments.selectors import (
 )
 from dashboard.deployments.services import (
     DeploymentError,
+    deployment_abort,
     deployment_approve,
     deployment_reject,
     deployment_rollback,
@@ -102,7 +103,11 @@ def restore_pointer(request: HttpRequest, model: str, environment: str) -> HttpR
 @require_POST
 @role_required(DEPLOYER)
 def decide(request: HttpRequest, deployment_id: int, decision: str) -> HttpResponse:
-    action = deployment_approve if decision == "approve" else deployment_reject
+    action = {
+        "approve": deployment_approve,
+        "reject": deployment_reject,
+        "abort": deployment_abort,
+    }[decision]
     try:
         action(
             deployment_id=deployment_id, user=request.user, reason=request.POST.get("reason", "")
@@ -121,6 +126,10 @@ def deployment_page(request: HttpRequest, deployment_id: int) -> HttpResponse:
         "deployment": deployment,
         "events": list(deployment.events.all()),
         "can_decide": user_may_decide(request.user, deployment),
+        "can_abort": deployment.status in Deployment.RUNNING
+        and not deployment.outcome
+        and deployment.abort_requested_at is None
+        and user_may_deploy(request.user, deployment.environment),
         "stages": _stages(deployment),
     }
     if request.headers.get("HX-Request"):
@@ -183,10 +192,11 @@ def environment_page(request: HttpRequest, model: str, environment: str) -> Http
     env = _environment_or_404(model, environment)
     (state,) = environment_states([env])
     promotable = _promotable(model)
-    if request.headers.get("HX-Request") and request.GET.get("fragment") == "state":
+    if request.headers.get("HX-Request") and request.GET.get("fragment") == "card":
+        # A card polls itself while its environment has a deployment in flight.
         return render(
             request,
-            "deployments/_environment_state.html",
+            "deployments/_environment_card.html",
             {
                 "s": state,
                 "model": model,

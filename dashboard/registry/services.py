@@ -15,7 +15,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 
+from dashboard.audit.models import AuditEvent
+from dashboard.audit.services import audit_record
 from dashboard.aws import s3
 from dashboard.aws.errors import AwsError
 from dashboard.registry.manifest import (
@@ -120,6 +123,14 @@ def version_publish(
     )
     with transaction.atomic():
         row = _upsert(info)
+        audit_record(
+            actor=None,
+            actor_name=created_by,
+            action=AuditEvent.Action.VERSION_UPLOAD,
+            model=model,
+            version=version,
+            detail={"sha256": sha256, "size": manifest.size, "via": "publish"},
+        )
     return row
 
 
@@ -230,17 +241,43 @@ def registry_sync(*, model: str | None = None) -> SyncReport:
 
 
 def version_validate(*, version_id: int) -> ModelVersion | None:
-    """Validate a version in a sandboxed process and record the result.
+    """Validate a version in the sandbox, in this process, and record the result
+    (:func:`validation_ticket_create`, the run, :func:`version_record_validation`).
+    The queued path does the same three steps on two workers.
 
     Returns the row, or None if it no longer exists. Raises AwsTransientError
     when S3 could not be read (the task retries)."""
-    from dashboard.registry.validation import validate_version
+    from dashboard.registry.validation import run_ticket
+
+    ticket = validation_ticket_create(version_id=version_id)
+    if ticket is None:
+        return ModelVersion.objects.filter(pk=version_id).first()
+    result = run_ticket(ticket)
+    return version_record_validation(ticket=ticket, result=result)
+
+
+def version_validation_enqueue(*, version_id: int) -> None:
+    """Hand the validation of a version to the ``validation`` queue, whose
+    workers need neither AWS credentials nor the database (docs/security.md)."""
+    from dashboard.registry.tasks import validation_run
+
+    ticket = validation_ticket_create(version_id=version_id)
+    if ticket is not None:
+        validation_run.delay(ticket)
+
+
+def validation_ticket_create(*, version_id: int) -> dict[str, Any] | None:
+    """The plain-data description of a version's validation: a presigned GET
+    of the pinned object version, what to expect of it, the limits, and a token
+    that only this dashboard can make (so a result for the version can be
+    recorded only by the run of this ticket). None when the version is not
+    waiting for validation."""
+    from dashboard.registry.validation import make_job
 
     row = ModelVersion.objects.filter(pk=version_id).first()
     if row is None or row.status != ModelVersion.Status.VALIDATING:
-        return row
-    fingerprint = row.fingerprint
-    result = validate_version(
+        return None
+    job = make_job(
         bucket=settings.MODELS_BUCKET,
         key=row.key,
         s3_version_id=row.s3_version_id or None,
@@ -251,23 +288,58 @@ def version_validate(*, version_id: int) -> ModelVersion | None:
         input_dtype=row.input_dtype,
         time_limit_seconds=settings.VALIDATION_TIME_LIMIT_SECONDS,
         memory_limit_mb=settings.VALIDATION_MEMORY_LIMIT_MB,
+        url_expires_seconds=int(settings.VALIDATION_TIME_LIMIT_SECONDS) + 6 * 3600,
     )
-    status = ModelVersion.Status.VALID if result.ok else ModelVersion.Status.INVALID
-    error = result.error
-    pinned = row.s3_version_id or result.s3_version_id or ""
-    if result.ok and not pinned:
+    return {
+        "version_id": row.pk,
+        "fingerprint": row.fingerprint,
+        "token": _ticket_token(row.pk, row.fingerprint),
+        "job": job.to_dict(),
+    }
+
+
+def _ticket_token(version_id: int, fingerprint: str) -> str:
+    return salted_hmac(
+        "modeldeck.registry.validation", f"{version_id}:{fingerprint}", algorithm="sha256"
+    ).hexdigest()
+
+
+class ValidationTicketRefused(ValueError):
+    """A validation result whose ticket this dashboard did not issue."""
+
+
+def version_record_validation(
+    *, ticket: dict[str, Any], result: dict[str, Any]
+) -> ModelVersion | None:
+    """Record the result of a ticket's run, if the row still describes the bytes
+    that were validated. Raises ValidationTicketRefused for a forged ticket;
+    the result itself is re-checked (it crossed a queue from a worker that ran
+    untrusted code)."""
+    from dashboard.registry.validation import result_from_queue
+
+    version_id = int(ticket["version_id"])
+    fingerprint = str(ticket["fingerprint"])
+    if not constant_time_compare(str(ticket.get("token")), _ticket_token(version_id, fingerprint)):
+        raise ValidationTicketRefused(f"refused a validation result for version {version_id}")
+    outcome = result_from_queue(result)
+    row = ModelVersion.objects.filter(pk=version_id).first()
+    if row is None:
+        return None
+    status = ModelVersion.Status.VALID if outcome.ok else ModelVersion.Status.INVALID
+    error = outcome.error
+    pinned = row.s3_version_id or outcome.s3_version_id or ""
+    if outcome.ok and not pinned:
         # A pointer must pin an object version: without one, overwriting the
         # key would change what an environment serves.
         status = ModelVersion.Status.INVALID
         error = "the artifact has no S3 version id: enable versioning on the bucket"
-    # Only record the result if the row still describes the bytes we validated.
     ModelVersion.objects.filter(
         pk=row.pk, fingerprint=fingerprint, status=ModelVersion.Status.VALIDATING
     ).update(
         status=status,
         status_detail=error,
         s3_version_id=pinned,
-        validation=result.to_dict(),
+        validation=outcome.to_dict(),
         validated_at=timezone.now(),
     )
     row.refresh_from_db()
@@ -332,3 +404,10 @@ def version_delete(*, version: ModelVersion, user: Any) -> None:
         s3.delete_object(bucket=settings.MODELS_BUCKET, key=key)
     logger.info("%s deleted %s %s", user.get_username(), version.model_name, version.version)
     version.delete()
+    audit_record(
+        actor=user,
+        action=AuditEvent.Action.VERSION_DELETE,
+        model=version.model_name,
+        version=version.version,
+        detail={"sha256": version.sha256, "s3_version_id": version.s3_version_id},
+    )

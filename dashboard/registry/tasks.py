@@ -1,12 +1,29 @@
 """Celery tasks of the registry: thin wrappers that take ids and call one service."""
 
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 
 from dashboard.aws.errors import AwsTransientError
 from dashboard.registry import services
+from dashboard.registry.validation import run_ticket
 
 
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(AwsTransientError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def version_validate(version_id: int) -> None:
+    services.version_validation_enqueue(version_id=version_id)
+
+
+# Routed to the "validation" queue (CELERY_TASK_ROUTES): its workers load
+# untrusted model files, so they get no database and no AWS credentials; the
+# ticket carries a presigned URL, and the result goes back through the broker.
 @shared_task(
     acks_late=True,
     ignore_result=True,
@@ -16,8 +33,14 @@ from dashboard.registry import services
     max_retries=8,
     soft_time_limit=int(settings.VALIDATION_TIME_LIMIT_SECONDS) + 600,
 )
-def version_validate(version_id: int) -> None:
-    services.version_validate(version_id=version_id)
+def validation_run(ticket: dict[str, Any]) -> None:
+    result = run_ticket(ticket)
+    version_record_validation.delay(ticket, result)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def version_record_validation(ticket: dict[str, Any], result: dict[str, Any]) -> None:
+    services.version_record_validation(ticket=ticket, result=result)
 
 
 @shared_task(

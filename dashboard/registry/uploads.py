@@ -19,6 +19,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from dashboard.audit.models import AuditEvent
+from dashboard.audit.services import audit_record
 from dashboard.aws import s3
 from dashboard.aws.errors import AwsError
 from dashboard.registry.manifest import (
@@ -326,6 +328,13 @@ def upload_complete(
         )
         _finish(upload, Upload.State.COMPLETED)
         _enqueue_validation(row.pk)
+        audit_record(
+            actor=user,
+            action=AuditEvent.Action.VERSION_UPLOAD,
+            model=row.model_name,
+            version=row.version,
+            detail={"sha256": declared, "size": upload.size, "via": "upload"},
+        )
     row.refresh_from_db()
     logger.info("%s uploaded %s %s", user.get_username(), upload.model_name, upload.version_name)
     return row

@@ -1,32 +1,42 @@
-"""Load one model artifact and run it once, in a process of its own.
+"""Load one model artifact and run it once, inside the validation sandbox.
 
-Started by :mod:`dashboard.registry.validation` as
-``python -I <this file> '<json arguments>'``; it is a standalone script on
-purpose: importing the ``dashboard`` package would import Celery and Django
-(``dashboard/__init__.py`` loads the Celery app), which this process must not
-pay for nor share. It imports only the standard library and, after its memory
-limit is in place, torch.
+Started by :mod:`dashboard.registry.sandbox` as
+``python -I -B <this file> '<json arguments>'``, inside bubblewrap (or the
+validation container), after prlimit has set its rlimits. It is a standalone
+script on purpose: importing the ``dashboard`` package would import Celery and
+Django, which this process must not pay for nor hold. It imports only the
+standard library, pyseccomp, the torch-free archive checks
+(``inference/artifact_safety.py``, loaded from the path it is given) and torch.
 
-Arguments (one JSON object): ``path``, ``format`` (``torchscript`` or
-``torch.export``), ``input_shape`` (one example, no batch dimension),
-``input_dtype``, ``memory_limit_mb``.
+Arguments (one JSON object): ``artifact_fd`` (the verified file, open
+read-only), ``answer_fd`` (a pipe for the one answer), ``format``
+(``torchscript`` or ``torch.export``), ``input_shape`` (one example, no batch
+dimension), ``input_dtype``, ``memory_limit_mb``, ``safety_module`` (path),
+``seccomp`` (the policy's worker rules) and ``checks`` (false only in tests
+that prove the sandbox holds without the checks).
 
-It writes exactly one JSON line to the stdout it was started with::
+In order: it forbids itself new programs, processes and sockets (seccomp);
+imports torch; refuses archives that need pickle or call refused operators
+(before loading); loads; lists every operator of every graph and refuses
+file, process and network operators (before running); forbids itself every
+file system call; runs the model; and writes exactly one JSON object to the
+answer pipe::
 
-    {"ok": bool, "kind": "ok|arguments|load|forward|output|memory|internal",
-     "error": "", "load_seconds": float|null, "forward_ms": float|null,
-     "parameter_count": int|null, "output_shape": list|dict|null}
+    {"ok": bool, "kind": "ok|arguments|unsafe|load|forward|output|memory|
+     file_system|internal", "error": "", "load_seconds": float|null,
+     "forward_ms": float|null, "parameter_count": int|null,
+     "output_shape": list|dict|null, "operators": [str]|null}
 
-Anything the model or torch prints (TorchScript ``print``, C++ warnings) is
-sent to stderr instead, so that line is the only thing on stdout.
+The caller trusts none of it: it parses the answer strictly and bounds it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
-import resource
+import re
 import statistics
 import sys
 import time
@@ -37,46 +47,69 @@ DTYPES = ("float32", "float64", "int64", "int32", "bool")
 FORMAT_LABELS = {"torchscript": "TorchScript", "torch.export": "torch.export"}
 LOADER_NAMES = {"torchscript": "torch.jit.load", "torch.export": "torch.export.load"}
 TIMED_RUNS = 5
+MAX_OUTPUTS = 256
+MAX_OUTPUT_DEPTH = 4
+MAX_OPERATORS = 1000
+# Output names become JSON keys the inference service answers with: the same
+# rule as version names (CONTRACT.md section 1).
+OUTPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _MAX_REASON_CHARS = 400
 _OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "std::bad_alloc")
-# Boilerplate torch appends to every archive-reading error; it adds no cause.
 _MINIZ_BOILERPLATE = ". This is an internal miniz error"
+CLONE_THREAD = 0x00010000
+# System calls that touch the file system by name; refused once the model is loaded.
+_FILE_CALLS = (
+    "open", "openat", "openat2", "creat", "mkdir", "mkdirat", "mknod", "mknodat", "link",
+    "linkat", "symlink", "symlinkat", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+    "rmdir", "truncate", "chmod", "fchmodat", "chown", "lchown", "fchownat",
+    "inotify_add_watch", "memfd_create",
+)  # fmt: skip
+
+
+class Refused(Exception):
+    """A fault found by the worker itself: ``kind`` and a reason for a person."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
 
 
 def main(argv: list[str]) -> int:
-    """Run one validation; always exits 0 after writing its JSON line, unless it dies."""
-    result_fd = _claim_stdout()
+    """Run one validation; always exits 0 after writing its answer, unless it dies."""
     try:
         args = json.loads(argv[1])
-        memory_limit_mb = int(args["memory_limit_mb"])
-    except (IndexError, KeyError, TypeError, ValueError) as exc:
-        _emit(result_fd, _failure("arguments", f"bad arguments for the validation process: {exc}"))
-        return 0
-    _limit_resources(memory_limit_mb)
+        answer_fd = int(args["answer_fd"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return 2
+    # Anything the model or torch prints goes to stderr (the parent keeps a tail).
+    os.dup2(2, 1)
     try:
-        result = validate(
-            path=str(args["path"]),
-            fmt=str(args["format"]),
-            shape=args["input_shape"],
-            dtype=str(args["input_dtype"]),
-            memory_limit_mb=memory_limit_mb,
-        )
-    except BaseException as exc:  # the one line must be written whatever happened
+        result = validate(args)
+    except Refused as exc:
+        result = _failure(exc.kind, exc.reason)
+    except BaseException as exc:  # the answer must be written whatever happened
         if _is_out_of_memory(exc):
             result = _failure(
                 "memory",
-                f"validation exceeded its memory limit of {memory_limit_mb} MB ({_reason(exc)})",
+                f"validation exceeded its memory limit of {args.get('memory_limit_mb')} MB "
+                f"({_reason(exc)})",
             )
         else:
             result = _failure("internal", f"the validation process failed: {_reason(exc)}")
-    _emit(result_fd, result)
+    _emit(answer_fd, result)
     return 0
 
 
-def validate(
-    *, path: str, fmt: str, shape: Any, dtype: str, memory_limit_mb: int
-) -> dict[str, Any]:
-    """Return the result document for the artifact at ``path`` (never raises for model faults)."""
+def validate(args: dict[str, Any]) -> dict[str, Any]:
+    """Return the answer for the artifact on ``args["artifact_fd"]``."""
+    fmt = str(args.get("format"))
+    dtype = str(args.get("input_dtype"))
+    shape = args.get("input_shape")
+    memory_limit_mb = int(args["memory_limit_mb"])
+    artifact_fd = int(args["artifact_fd"])
+    checks = args.get("checks", True) is not False
+    rules = args.get("seccomp") or {}
     if fmt not in FORMATS:
         return _failure("arguments", f"unsupported artifact format {fmt!r}")
     if dtype not in DTYPES:
@@ -88,8 +121,14 @@ def validate(
     ):
         return _failure("arguments", f"input shape must be a list of positive integers: {shape!r}")
 
-    import torch  # after the memory limit: torch's import is part of what is limited
+    seccomp = _seccomp()
+    safety = _load_module("artifact_safety", str(args["safety_module"]))
+    _forbid_processes(seccomp, rules)
 
+    import torch  # under the rlimits: torch's import is part of what is limited
+
+    if fmt == "torch.export":
+        import torch.export  # noqa: F401  (lazy imports happen now, not under the file lock)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     result: dict[str, Any] = _failure("internal", "")
@@ -105,11 +144,24 @@ def validate(
             f"({_reason(exc)})",
         )
 
+    if checks:
+        try:
+            with os.fdopen(os.dup(artifact_fd), "rb") as archive:
+                archive.seek(0)  # dup()ed descriptors share one offset
+                if fmt == "torch.export":
+                    safety.check_pt2(archive)
+                else:
+                    safety.check_torchscript(archive)
+        except safety.UnsafeArtifact as exc:
+            return failed("unsafe", exc.reason)
+        except ValueError as exc:  # NotAnArchive
+            return failed("load", f"not a {FORMAT_LABELS[fmt]} archive ({exc})")
+
     logged = _LoggedException("torch.export")
     started = time.perf_counter()
     try:
         with logged:
-            module = _load(torch, path, fmt)
+            module, operators = _load(torch, safety, artifact_fd, fmt)
     except Exception as exc:
         # torch.export.load logs the real cause, then raises a generic error.
         cause = logged.exception or exc
@@ -119,7 +171,27 @@ def validate(
             "load", f"not a {FORMAT_LABELS[fmt]} archive ({LOADER_NAMES[fmt]}: {_reason(cause)})"
         )
     result["load_seconds"] = round(time.perf_counter() - started, 4)
+    result["operators"] = sorted(operators)[:MAX_OPERATORS]
     result["parameter_count"] = _parameter_count(module)
+    if args.get("private_tmp") and any(files for _, _, files in os.walk("/tmp")):
+        # The sandbox's /tmp starts empty and is the only place it could write
+        # (torch itself leaves only an empty torchinductor cache folder).
+        return failed(
+            "file_system", "the model touched the file system: it wrote files while loading"
+        )
+    if checks:
+        try:
+            if fmt == "torch.export":
+                safety.refuse_exported_operators(operators)
+            else:
+                safety.refuse_operators(operators)
+        except safety.UnsafeArtifact as exc:
+            return failed("unsafe", exc.reason)
+    if fmt == "torch.export":
+        try:
+            module = module.module()
+        except Exception as exc:
+            return failed("load", f"not a torch.export archive (.module(): {_reason(exc)})")
 
     described = f"{shape} {dtype}"
     try:
@@ -130,6 +202,8 @@ def validate(
         return failed(
             "arguments", f"could not build an example of shape {described}: {_reason(exc)}"
         )
+    marker = int(rules.get("file_lock_errno", 129))
+    _forbid_files(seccomp, marker)
     try:
         with torch.inference_mode():
             output = module(example)  # warm-up: lazy initialisation, allocator
@@ -139,6 +213,11 @@ def validate(
                 module(example)
                 timings.append((time.perf_counter() - tick) * 1000.0)
     except Exception as exc:
+        if _touched_files(exc, marker):
+            return failed(
+                "file_system",
+                "the model touched the file system: it tried to open a file while running",
+            )
         if _is_out_of_memory(exc):
             return out_of_memory(
                 exc, f"running the model's forward on an example of shape {described}"
@@ -150,7 +229,7 @@ def validate(
     result["forward_ms"] = round(statistics.median(timings), 4)
 
     try:
-        result["output_shape"] = _describe(torch, output)
+        result["output_shape"] = _describe(torch, output, depth=0, count=[0])
     except TypeError as exc:
         return failed("output", f"the model's output cannot be served: {exc}")
     unbatched = _unbatched(torch, output)
@@ -164,14 +243,87 @@ def validate(
     return result
 
 
-def _load(torch: Any, path: str, fmt: str) -> Any:
+def _load(torch: Any, safety: Any, fd: int, fmt: str) -> tuple[Any, set[str]]:
+    """Load without running the model; return it and every operator its graphs call."""
     if fmt == "torchscript":
-        module = torch.jit.load(path, map_location="cpu")
+        # torch.jit.load's own steps, keeping the compilation unit: it holds every
+        # function of the archive (all methods of all modules and classes).
+        unit = torch._C.CompilationUnit()
+        # A path lets torch read the archive in place (a file object is copied
+        # into memory whole); /proc/self/fd reopens the verified file.
+        cpp_module = torch._C.import_ir_module(
+            unit, f"/proc/self/fd/{fd}", torch.device("cpu"), {}, False
+        )
+        module = torch.jit._recursive.wrap_cpp_module(cpp_module)
         module.eval()
-        return module
-    # The exported program's module refuses eval(); train/eval behaviour was fixed
-    # when it was exported.
-    return torch.export.load(path).module()
+        return module, safety.scripted_operators(torch, unit)
+    with os.fdopen(os.dup(fd), "rb") as archive:
+        archive.seek(0)  # dup()ed descriptors share one offset
+        program = torch.export.load(archive)
+    return program, safety.exported_operators(program)
+
+
+def _load_module(name: str, path: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise Refused("internal", f"the archive checks at {path} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _seccomp() -> Any:
+    try:
+        import pyseccomp  # type: ignore[import-untyped]
+    except (ImportError, OSError) as exc:
+        raise Refused(
+            "internal", f"the sandbox's seccomp filter cannot be installed ({exc})"
+        ) from exc
+    return pyseccomp
+
+
+def _forbid_processes(seccomp: Any, rules: dict[str, Any]) -> None:
+    """No new programs, no processes (threads only), no sockets, from here on."""
+    import errno
+
+    program = seccomp.SyscallFilter(seccomp.ALLOW)
+    for name in rules.get("worker_deny", ()):
+        _rule(seccomp, program, errno.EPERM, name)
+    # fork() is clone() without CLONE_THREAD; clone3's flags sit in memory a
+    # filter cannot read, so it answers ENOSYS and glibc falls back to clone().
+    program.add_rule(
+        seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0)
+    )
+    _rule(seccomp, program, errno.ENOSYS, "clone3")
+    program.load()
+
+
+def _forbid_files(seccomp: Any, marker: int) -> None:
+    """Every call that names a file fails with ``marker`` (a model that reads
+    or writes a file is caught by it)."""
+    program = seccomp.SyscallFilter(seccomp.ALLOW)
+    for name in _FILE_CALLS:
+        _rule(seccomp, program, marker, name)
+    program.load()
+
+
+def _rule(seccomp: Any, program: Any, error: int, name: str) -> None:
+    try:
+        program.add_rule(seccomp.ERRNO(error), name)
+    except (RuntimeError, ValueError, OSError):
+        pass  # not a system call on this architecture: nothing can call it
+
+
+def _touched_files(exc: BaseException, marker: int) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == marker:
+            return True
+        if os.strerror(marker) in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class _LoggedException(logging.Handler):
@@ -207,20 +359,38 @@ def _parameter_count(module: Any) -> int:
     try:
         return int(sum(p.numel() for p in module.parameters()))
     except Exception:
-        return 0
+        try:
+            return int(sum(t.numel() for t in module.state_dict.values()))
+        except Exception:
+            return 0
 
 
-def _describe(torch: Any, output: Any) -> Any:
+def _describe(torch: Any, output: Any, *, depth: int, count: list[int]) -> Any:
     """Return the shape of a tensor, or a list/dict of shapes for tuple/list/dict outputs.
 
-    Raises TypeError for anything else (the inference service cannot serve it).
+    Raises TypeError for anything else, for names the service cannot answer
+    with, and past :data:`MAX_OUTPUTS` entries or :data:`MAX_OUTPUT_DEPTH` levels.
     """
+    count[0] += 1
+    if count[0] > MAX_OUTPUTS:
+        raise TypeError(f"it returned more than {MAX_OUTPUTS} outputs")
     if isinstance(output, torch.Tensor):
-        return list(output.shape)
+        return [int(d) for d in output.shape]
+    if depth >= MAX_OUTPUT_DEPTH:
+        raise TypeError(f"its outputs are nested more than {MAX_OUTPUT_DEPTH} levels deep")
     if isinstance(output, tuple | list):
-        return [_describe(torch, item) for item in output]
+        return [_describe(torch, item, depth=depth + 1, count=count) for item in output]
     if isinstance(output, dict):
-        return {str(key): _describe(torch, value) for key, value in output.items()}
+        described = {}
+        for key, value in output.items():
+            if not isinstance(key, str) or OUTPUT_NAME.fullmatch(key) is None:
+                # The name itself is not repeated: it may carry anything.
+                raise TypeError(
+                    "an output name is not allowed (names are 1-64 letters, digits, '.', '_' "
+                    "or '-', starting with a letter or digit)"
+                )
+            described[key] = _describe(torch, value, depth=depth + 1, count=count)
+        return described
     raise TypeError(
         f"it returned a {type(output).__name__}, not a tensor or a tuple, list or dict of tensors"
     )
@@ -247,6 +417,7 @@ def _failure(kind: str, error: str) -> dict[str, Any]:
         "forward_ms": None,
         "parameter_count": None,
         "output_shape": None,
+        "operators": None,
     }
 
 
@@ -274,30 +445,8 @@ def _reason(exc: BaseException) -> str:
     return reason
 
 
-def _limit_resources(memory_limit_mb: int) -> None:
-    # RLIMIT_DATA counts private writable memory (heap, anonymous mmaps, thread
-    # stacks), which is what a model's tensors use; RLIMIT_AS would also count the
-    # ~400 MB of shared libraries torch maps, making the limit hard to read.
-    limit = memory_limit_mb * 1024 * 1024
-    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    if hard != resource.RLIM_INFINITY:
-        # An unprivileged process cannot raise its hard limit; a lower one inherited
-        # from the dashboard's own environment stays in force.
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _claim_stdout() -> int:
-    """Keep the real stdout for the result line; point fd 1 (and sys.stdout) at stderr."""
-    sys.stdout.flush()
-    result_fd = os.dup(1)
-    os.dup2(2, 1)
-    return result_fd
-
-
 def _emit(fd: int, result: dict[str, Any]) -> None:
-    data = (json.dumps(result, allow_nan=False) + "\n").encode()
+    data = json.dumps(result, allow_nan=False).encode()
     while data:
         written = os.write(fd, data)
         data = data[written:]

@@ -399,6 +399,17 @@ def test_s3_presigned_part_url_is_sigv4_and_expires() -> None:
     assert "partNumber=3" in url and "uploadId=" in url
 
 
+def test_s3_presigned_get_pins_the_object_version() -> None:
+    # The validation worker downloads with this URL and holds no credentials.
+    url = s3.presign_get_object(
+        bucket="b", key="models/m/1/model.pt", version_id="v1", expires_in=3600
+    )
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=3600" in url
+    assert "versionId=v1" in url and "/models/m/1/model.pt" in url
+    unpinned = s3.presign_get_object(bucket="b", key="k", version_id=None, expires_in=60)
+    assert "versionId" not in unpinned
+
+
 def test_s3_get_object_pinned_version_for_validation(tmp_path: Any) -> None:
     from dashboard.registry.validation import hash_version
 

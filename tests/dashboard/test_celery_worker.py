@@ -120,3 +120,20 @@ def test_database_is_postgres_when_available() -> None:
     if os.environ.get("MODELDECK_NO_POSTGRES") == "1":
         pytest.skip("PostgreSQL is absent (see tests/services.py)")
     assert connection.vendor == "postgresql"
+
+
+def test_the_frequent_periodic_tasks_are_not_logged_at_info() -> None:
+    import logging
+
+    from dashboard.celery import QuietPeriodicTasks
+
+    quiet = QuietPeriodicTasks()
+
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("celery", level, __file__, 1, message, None, None)
+
+    assert not quiet.filter(
+        record(logging.INFO, "Task dashboard.deployments.tasks.deployments_reconcile[1] received")
+    )
+    assert quiet.filter(record(logging.INFO, "Task dashboard.deployments.tasks.deployment_step[1]"))
+    assert quiet.filter(record(logging.ERROR, "deployments_reconcile raised"))

@@ -416,3 +416,48 @@ def test_transient_throttling_and_5xx_are_retried_invisibly(
         assert len(updates_of(deploy_stack["arn"])) == 1
         assert aws_proxy.rules[0].hits == 2 and runner_proxy.rules[0].hits == 1
     assert served(deploy_stack["url"])["version"] == "1.1"
+
+
+def test_stopping_a_pending_deployment_changes_nothing(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from dashboard.deployments.services import deployment_abort
+
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
+    )
+    with pytest.raises(DeploymentError, match="reason"):
+        deployment_abort(deployment_id=deployment.pk, user=personas["deployer"], reason="")
+    with django_capture_on_commit_callbacks(execute=False):
+        deployment_abort(deployment_id=deployment.pk, user=personas["admin"], reason="wrong one")
+    deployment = run_to_end(deployment.pk)
+    assert deployment.status == "failed" and "aborted by admin: wrong one" in deployment.error
+    assert pointer_now()["version"] == "1.0" and updates_of(deploy_stack["arn"]) == []
+    with pytest.raises(DeploymentConflict, match="nothing to stop"):
+        deployment_abort(deployment_id=deployment.pk, user=personas["admin"], reason="again")
+
+
+def test_stopping_an_app_runner_operation_follows_it_then_rolls_back(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from dashboard.deployments.services import deployment_abort
+    from tests.conftest import publish
+
+    publish("iris", "1.3-slow", deploy_stack["tmp_path"])
+    deployment = request(
+        deploy_stack, personas["deployer"], "1.3-slow", django_capture_on_commit_callbacks
+    )
+    deadline = time.monotonic() + 30
+    while deployment.step != "follow":
+        assert time.monotonic() < deadline
+        deployment_advance(deployment_id=deployment.pk)
+        deployment.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=False):
+        deployment_abort(deployment_id=deployment.pk, user=personas["deployer"], reason="too slow")
+    deployment = run_to_end(deployment.pk)
+    assert deployment.status == "rolled_back" and "aborted by deployer" in deployment.error
+    assert any("cannot stop" in m for m in messages(deployment))
+    rollback = Deployment.objects.get(undoes=deployment)
+    assert run_to_end(rollback.pk).status == "succeeded"
+    assert served(deploy_stack["url"])["version"] == "1.0"
+    assert pointer_now()["version"] == "1.0"

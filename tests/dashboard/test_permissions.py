@@ -1,8 +1,9 @@
 """Every page URL, walked by every persona: the answer each role gets.
 
 anonymous -> sign-in redirect; outsider (signed in, no role) -> 403 on
-everything but their own settings; viewer reads; deployer also uploads,
-promotes, rolls back, refreshes and deletes; admin also the admin pages.
+everything but their own settings; viewer reads (the audit history too);
+deployer also uploads, promotes, rolls back, refreshes and deletes; admin
+also the admin pages and the environments' webhooks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from django.test import Client
 
 from dashboard.deployments.models import Deployment
+from dashboard.webhooks.services import webhook_create
 from tests.conftest import publish
 from tests.dashboard.factories import make_environment
 
@@ -68,6 +70,21 @@ ADMIN_ROLE_GET = {
     "superuser": 200,
 }
 
+
+def admin_only(allowed: int) -> dict[str, int]:
+    """A dashboard page for the admin role: ``allowed`` is what admins get."""
+    return {
+        "anonymous": 302,
+        "outsider": 403,
+        "viewer": 403,
+        "deployer": 403,
+        "admin": allowed,
+        "superuser": allowed,
+    }
+
+
+WEBHOOKS = "/models/iris/environments/staging/webhooks/"
+
 URLS = [
     ("get", "/models/", READ),
     ("get", "/models/iris/", READ),
@@ -84,10 +101,20 @@ URLS = [
     ("post", "/models/iris/environments/staging/restore-pointer", DEPLOY_POST),
     ("post", "/deployments/{deployment}/approve", DEPLOY_POST),
     ("post", "/deployments/{deployment}/reject", DEPLOY_POST),
+    ("post", "/deployments/{deployment}/abort", DEPLOY_POST),
     ("post", "/models/iris/versions/2.0/delete", DEPLOY_POST),
     ("get", "/settings/", SIGNED_IN),
     ("get", "/admin/", ADMIN),
     ("get", "/admin/deployments/environment/", ADMIN),
+    ("get", "/audit/", READ),
+    ("get", "/audit/?action=promote&since=2026-01-01", READ),
+    ("get", WEBHOOKS, admin_only(200)),
+    # The generic POST body is not a webhook: admins get the form back (400).
+    ("post", WEBHOOKS, admin_only(400)),
+    ("post", WEBHOOKS + "{webhook}/update", admin_only(302)),
+    ("post", WEBHOOKS + "{webhook}/rotate", admin_only(200)),
+    ("post", WEBHOOKS + "{webhook}/test", admin_only(302)),
+    ("post", WEBHOOKS + "{webhook}/delete", admin_only(302)),
 ]
 
 
@@ -99,7 +126,10 @@ def world(aws: str, db: Any, tmp_path: Path, personas: Any) -> dict[str, Any]:
     deployment = Deployment.objects.create(
         environment=environment, to_version="1.0", pointer={}, status="succeeded"
     )
-    return {"deployment": deployment.pk}
+    webhook = webhook_create(
+        environment=environment, url="http://10.0.0.1/hook", events=["drift.detected"], actor=None
+    ).webhook
+    return {"deployment": deployment.pk, "webhook": webhook.pk}
 
 
 @pytest.mark.parametrize("persona", PERSONAS)
@@ -125,10 +155,11 @@ def test_every_url_by_persona(
 def test_every_page_url_is_walked() -> None:
     """A new page must be added to URLS above (with what each role gets)."""
     import re
+    from collections import defaultdict
 
     from django.urls import URLPattern, get_resolver
 
-    walked = [url.format(deployment=1) for _, url, _ in URLS]
+    walked = [url.format_map(defaultdict(lambda: "1")) for _, url, _ in URLS]
     missing = []
     for pattern in get_resolver().url_patterns:
         if not isinstance(pattern, URLPattern) or pattern.name in {

@@ -61,3 +61,17 @@ def test_bad_values_are_named(env: dict[str, str], needle: str) -> None:
     result = run_check(**env)
     assert result.returncode != 0
     assert needle in result.stderr
+
+
+def test_the_validation_sandbox_is_chosen_explicitly() -> None:
+    unknown = run_check(VALIDATION_SANDBOX="off")
+    assert unknown.returncode != 0
+    assert "VALIDATION_SANDBOX='off' must be 'bwrap', 'container' or 'none-dev'" in unknown.stderr
+    # No isolation at all is for development machines only.
+    production = run_check(
+        MODELDECK_ENV="production", SECRET_KEY="k" * 50, ALLOWED_HOSTS="x",
+        VALIDATION_SANDBOX="none-dev",
+    )  # fmt: skip
+    assert production.returncode != 0
+    assert "VALIDATION_SANDBOX=none-dev runs model files without any isolation" in production.stderr
+    assert run_check(VALIDATION_SANDBOX="none-dev").returncode == 0

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,18 +51,15 @@ class LocalStack:
         return result.stdout.strip().splitlines()[-1]
 
 
-def _redis_url_for_stack() -> str:
+def _redis_url_for_stack(db: int = 14) -> str:
     # Its own Redis database, so its worker never takes the other tests' tasks.
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     base, _, _db = url.rpartition("/")
-    return f"{base}/14"
+    return f"{base}/{db}"
 
 
-@pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    if os.environ.get("MODELDECK_NO_REDIS") == "1":
-        pytest.skip("Redis is absent and could not be started")
-    state_dir = tmp_path_factory.mktemp("stack")
+def stack_environment(state_dir: Path, *, redis_db: int = 14) -> dict[str, str]:
+    """The environment of a local stack on free ports with its own state."""
     ports = {
         name: free_port() for name in ("dashboard", "aws", "apprunner", "production", "staging")
     }
@@ -70,47 +68,77 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     env.update(
         {
             "MODELDECK_STATE_DIR": str(state_dir),
-            "REDIS_URL": _redis_url_for_stack(),
+            "REDIS_URL": _redis_url_for_stack(redis_db),
             "DEPLOYMENT_POLL_SECONDS": "0.5",
+            "DEPLOYMENT_RECONCILE_EVERY_SECONDS": "0.5",
             # Small parts so upload tests exercise several parts and resume.
             "UPLOAD_PART_BYTES": str(5 * 1024 * 1024),
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['aws']}",
             "AWS_ENDPOINT_URL_APPRUNNER": f"http://127.0.0.1:{ports['apprunner']}",
         }
     )
-    log = (state_dir / "stack.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "up"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    stack = LocalStack(
-        dashboard=f"http://127.0.0.1:{ports['dashboard']}",
-        staging=f"http://127.0.0.1:{ports['staging']}",
-        production=f"http://127.0.0.1:{ports['production']}",
-        aws=env["AWS_ENDPOINT_URL"],
-        state_dir=state_dir,
-        env=env,
-        password="",
-    )
-    try:
-        _wait_up(process, stack, state_dir)
-        password = (state_dir / "credentials.txt").read_text().split()[-1]
-        ready = LocalStack(**{**stack.__dict__, "password": password})
-        _wait_validated(ready)
-        yield ready
-    finally:
-        if process.poll() is None:
+    return env
+
+
+class RunningStack:
+    """A `python -m devstack up` process that a test may stop and start again."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.state_dir = Path(env["MODELDECK_STATE_DIR"])
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def start(self) -> LocalStack:
+        self._log = (self.state_dir / "stack.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "up"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        env = self.env
+        stack = LocalStack(
+            dashboard=f"http://127.0.0.1:{env['MODELDECK_DASHBOARD_PORT']}",
+            staging=f"http://127.0.0.1:{env['MODELDECK_STAGING_PORT']}",
+            production=f"http://127.0.0.1:{env['MODELDECK_PRODUCTION_PORT']}",
+            aws=env["AWS_ENDPOINT_URL"],
+            state_dir=self.state_dir,
+            env=env,
+            password="",
+        )
+        _wait_up(self.process, stack, self.state_dir)
+        password = (self.state_dir / "credentials.txt").read_text().split()[-1]
+        return LocalStack(**{**stack.__dict__, "password": password})
+
+    def stop(self) -> None:
+        """Stop it as Ctrl-C does (every process gets SIGTERM)."""
+        process = self.process
+        if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
-                process.wait(timeout=40)
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        log.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    if os.environ.get("MODELDECK_NO_REDIS") == "1":
+        pytest.skip("Redis is absent and could not be started")
+    running = RunningStack(stack_environment(tmp_path_factory.mktemp("stack")))
+    try:
+        ready = running.start()
+        _wait_validated(ready)
+        yield ready
+    finally:
+        running.stop()
 
 
 def _wait_validated(stack: LocalStack, timeout: float = 180) -> None:

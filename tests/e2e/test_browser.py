@@ -35,6 +35,7 @@ def page(local_stack: LocalStack) -> Iterator[Any]:
         )
         context = browser.new_context()
         page = context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())  # the "are you sure?" prompts
         try:
             yield page
         finally:
@@ -58,7 +59,7 @@ def test_sign_in_promote_and_watch_it_succeed(local_stack: LocalStack, page: Any
     page.wait_for_url("**/models/iris/")
 
     production = page.locator("section[data-environment=production]")
-    live_before = production.locator("dd.live").inner_text()
+    live_before = production.locator("dd.live").get_attribute("data-version")
     options = production.locator("select[name=version] option").all_inner_texts()
     target = next(v for v in reversed(options) if v != live_before)
     production.locator("select[name=version]").select_option(target)
@@ -80,4 +81,5 @@ def test_sign_in_promote_and_watch_it_succeed(local_stack: LocalStack, page: Any
     assert httpx.get(f"{local_stack.production}/version").json()["version"] == target
 
     page.goto(f"{local_stack.dashboard}/models/iris/")
-    assert page.locator("section[data-environment=production] dd.live").inner_text() == target
+    live = page.locator("section[data-environment=production] dd.live")
+    assert live.get_attribute("data-version") == target
