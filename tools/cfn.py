@@ -155,6 +155,9 @@ def resolve(node: Any, context: Context) -> Any:
         if key == "Fn::Split":
             separator, value = arg
             return str(resolve(value, context)).split(str(separator))
+        if key == "Fn::GetAZs":
+            region = str(resolve(arg, context)) or context.lookup("AWS::Region")
+            return [f"{region}{letter}" for letter in "abc"]
         if key == "Fn::ImportValue":
             name = str(resolve(arg, context))
             if context.imports is None or name not in context.imports:

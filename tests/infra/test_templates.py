@@ -147,6 +147,7 @@ def _secret_readers(resources: dict[str, dict[str, Any]]) -> dict[str, set[str]]
                 "ref:SecretKeySecret": {"ExecutionRole"},
                 "ref:DatabaseUrlSecret": {"ExecutionRole"},
                 "ref:AdminPasswordSecret": {"ExecutionRole"},
+                "ref:ValidationSecretKeySecret": {"ValidationExecutionRole"},
                 # The master password: CloudFormation reads it, no container does.
                 "ref:DatabaseMasterSecret": set(),
             },
@@ -294,3 +295,33 @@ def test_every_imported_name_is_exported_by_the_base_stack() -> None:
         text = json.dumps(load_template(INFRA / name))
         imported = set(re.findall(r'"Fn::ImportValue": \{"Fn::Sub": "([^"]+)"\}', text))
         assert imported and imported <= exported, name
+
+
+def test_the_validation_worker_holds_nothing_worth_stealing() -> None:
+    # docs/security.md, "Production layout".
+    resources = rendered("dashboard.yaml")
+    task = resources["ValidationTaskDefinition"]["Properties"]
+    assert "TaskRoleArn" not in task  # no AWS credentials at all
+    (container,) = task["ContainerDefinitions"]
+    assert container["Command"][3:6] == ["worker", "--queues", "validation"]
+    environment = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert environment["VALIDATION_SANDBOX"] == "container"
+    assert "DATABASE_URL" not in environment and "MODELS_BUCKET" not in environment
+    assert [s["Name"] for s in container["Secrets"]] == ["SECRET_KEY"]
+    assert container["Secrets"][0]["ValueFrom"] == "ref:ValidationSecretKeySecret"
+    assert container["ReadonlyRootFilesystem"] is True
+    assert container["MountPoints"] == [{"SourceVolume": "scratch", "ContainerPath": "/tmp"}]
+    assert container["LinuxParameters"]["Capabilities"]["Drop"] == ["ALL"]
+    network = resources["Validation"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["AssignPublicIp"] == "DISABLED"
+    assert network["Subnets"] == ["ref:ValidationSubnetA", "ref:ValidationSubnetB"]
+    # Its subnets have no route out: nothing adds a route to their table.
+    routes = [r for r in resources.values() if r["Type"] == "AWS::EC2::Route"]
+    assert routes == []
+    endpoints = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::EC2::VPCEndpoint"
+    ]
+    assert {e["ServiceName"].rsplit(".", 1)[-1] for e in endpoints} == {"s3", "api", "dkr", "logs"}
+    # The other worker leaves the validation queue alone.
+    worker = resources["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    assert worker["Command"][3:6] == ["worker", "--queues", "celery"]
