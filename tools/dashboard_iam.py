@@ -300,10 +300,10 @@ def check_recorded(
     context: Context,
 ) -> list[str]:
     """Every call the dashboard's code really made: known to the scan and allowed;
-    one that reached AWS (or was presigned) is checked on the exact bucket, key or
-    parameter it named. Calls a test made itself through the dashboard's client
-    (playing someone else: an object deleted behind the dashboard's back) are not
-    the dashboard's and are left out."""
+    one that reached AWS is checked on the exact bucket, key or parameter it
+    named. Calls a test made itself through the dashboard's client (playing
+    someone else: an object deleted behind the dashboard's back) are not the
+    dashboard's and are left out."""
     scanned = {(c.service, c.operation) for c in calls}
     problems: set[str] = set()
     for record in records:

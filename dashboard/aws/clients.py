@@ -84,8 +84,9 @@ _NAMING_PARAMS = (
 def record_calls(session: boto3.session.Session, path: str) -> None:
     """Append every operation the session's clients call to ``path`` (JSON lines).
 
-    ``sent`` says the call reached AWS (or was presigned for a browser to send);
-    a call answered by botocore's Stubber never is. ``caller`` is the file that
+    ``sent`` says the call reached AWS; a call answered by botocore's Stubber
+    never does, and neither does a presigned URL (whoever uses it sends it, and a
+    contract test presigns made-up names). ``caller`` is the file that
     called boto3 (relative to the repository): a test that acts through this
     client as someone else (deleting an object behind the dashboard's back) is
     not the dashboard. Several processes may share the file: each line is one
@@ -136,10 +137,9 @@ def record_calls(session: boto3.session.Session, path: str) -> None:
         params: dict[str, Any], model: Any, context: Any = None, **_: Any
     ) -> None:
         entry = summary(model, params)
-        presigned = bool(context and context.get("is_presign_request"))
         if context is not None:
             context["modeldeck_call"] = entry
-        write({**entry, "sent": presigned})
+        write({**entry, "sent": False})
 
     def before_send(request: Any, **_: Any) -> None:
         entry = (getattr(request, "context", None) or {}).get("modeldeck_call")
