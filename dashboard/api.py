@@ -4,14 +4,18 @@ routers. Auth: the browser session (with CSRF) or ``Authorization: Token <key>``
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader, SessionAuth
 from ninja.utils import check_csrf
 
+from dashboard.accounts.roles import ADMIN, VIEWER, user_has_role
 from dashboard.accounts.services import token_authenticate
 from dashboard.audit.apis import router as audit_router
 from dashboard.aws.errors import AwsError
@@ -55,6 +59,31 @@ class BrowserSessionAuth(SessionAuth):
         return key
 
 
+def docs_guard(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The API's docs and OpenAPI schema are for the dashboard's users only:
+    a signed-in session or a valid token with at least the viewer role. A
+    browser with no session is sent to sign in; anything else gets 401."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            token_user = TokenAuth()(request)
+            if token_user is not None:
+                request.user = token_user
+        if not request.user.is_authenticated:
+            if "text/html" in request.headers.get("Accept", ""):
+                return redirect_to_login(request.get_full_path())
+            return JsonResponse(
+                {"detail": "authentication required: sign in or send 'Authorization: Token <key>'"},
+                status=401,
+            )
+        if not user_has_role(request.user, VIEWER):
+            return JsonResponse({"detail": f"this needs the {VIEWER} role"}, status=403)
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
 api = NinjaAPI(
     title="ModelDeck API",
     version="1",
@@ -62,6 +91,7 @@ api = NinjaAPI(
     auth=[TokenAuth(), BrowserSessionAuth()],
     openapi_url="/schema",
     docs_url="/docs",
+    docs_decorator=docs_guard,
     urls_namespace="api",
 )
 api.add_router("/models", registry_router)
@@ -129,7 +159,18 @@ def _upload_error(request: HttpRequest, exc: UploadError) -> HttpResponse:
 
 @api.exception_handler(AwsError)
 def _aws_error(request: HttpRequest, exc: AwsError) -> HttpResponse:
-    return _error(request, 503 if exc.transient else 502, f"AWS call failed: {exc}")
+    # str(exc) names the operation, AWS's error code and an error id; AWS's
+    # own message (ARNs, role names) is in the log under that id, and shown
+    # to admins only.
+    extra: dict[str, Any] = {"error_id": exc.error_id or None}
+    if user_has_role(request.user, ADMIN):
+        extra["aws_detail"] = exc.detail
+    return _error(
+        request,
+        503 if exc.transient else 502,
+        f"AWS call failed: {exc}. Give the error id to an admin if it persists.",
+        **extra,
+    )
 
 
 @api.exception_handler(Http404)

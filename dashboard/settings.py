@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.envconfig import env_bool, env_float, env_int, env_list, env_str
+from dashboard.security import SECRET_KEY_MIN_LENGTH, parse_networks, secret_key_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(env_str("MODELDECK_STATE_DIR", str(BASE_DIR / ".devstack")))
@@ -26,13 +28,18 @@ PRODUCTION = MODELDECK_ENV == "production"
 
 DEVELOPMENT_SECRET_KEY = "modeldeck-development-secret-key-do-not-use-in-production"
 SECRET_KEY = env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
-if PRODUCTION and (SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32):
+if PRODUCTION and (_key_problem := secret_key_problem(SECRET_KEY)):
     raise ImproperlyConfigured(
         "MODELDECK_ENV=production needs SECRET_KEY (or SECRET_KEY_FILE) set to a random value "
-        "of at least 32 characters; the development default is refused"
+        f"of at least {SECRET_KEY_MIN_LENGTH} characters, e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`; the one given is "
+        f"refused: {_key_problem} (the development default is refused)"
     )
 
 DEBUG = env_bool("DEBUG", not PRODUCTION)
+if PRODUCTION and DEBUG:
+    # DEBUG pages show settings, SQL and stack traces to anyone who hits an error.
+    raise ImproperlyConfigured("DEBUG must be off when MODELDECK_ENV=production")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -44,6 +51,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "axes",
+    "csp",
     "dashboard.accounts",
     "dashboard.registry",
     "dashboard.deployments",
@@ -53,7 +62,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: everything after it sees the real client address and scheme.
+    "dashboard.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -62,6 +74,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "dashboard.middleware.ApiJsonErrorsMiddleware",
+    "dashboard.middleware.AwsErrorPageMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into our 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -111,12 +126,52 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
-LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
-TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
 LOGIN_REDIRECT_URL = "models"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Sign-in lockout (django-axes) ------------------------------------------
+# Axes checks every sign-in that goes through django.contrib.auth's
+# authenticate(): /login/ and /admin/login/ alike. Failures are counted per
+# client address; a username is only locked when failures for it come from
+# many addresses (a distributed guess), and even then not for the addresses
+# it has signed in from before. So a stranger can lock out their own address,
+# never someone else's account. See dashboard/accounts/lockout.py.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+LOGIN_USERNAME_MAX_ADDRESSES = env_int("LOGIN_USERNAME_MAX_ADDRESSES", 10, minimum=2)
+LOGIN_KNOWN_ADDRESS_DAYS = env_int("LOGIN_KNOWN_ADDRESS_DAYS", 30, minimum=0)
+# Callables, so the LOGIN_* settings are read when a sign-in happens.
+AXES_FAILURE_LIMIT = "dashboard.accounts.lockout.failure_limit"
+AXES_COOLOFF_TIME = "dashboard.accounts.lockout.cool_off"
+AXES_LOCKOUT_PARAMETERS = "dashboard.accounts.lockout.lockout_parameters"
+AXES_LOCKOUT_CALLABLE = "dashboard.accounts.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "dashboard.middleware.client_ip"
+AXES_CLIENT_STR_CALLABLE = "dashboard.accounts.lockout.client_str"
+AXES_USERNAME_CALLABLE = "dashboard.accounts.lockout.client_username"
+# Signing in to one's own account must not wipe the failures of an address
+# that is guessing at others; failures age out after the lockout time instead.
+AXES_RESET_ON_SUCCESS = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_ACCESS_FAILURE_LOG_PER_USER_LIMIT = 100
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Our admin site registers axes' records itself (dashboard/accounts/admin.py).
+AXES_ENABLE_ADMIN = False
+
+# --- Reverse proxies ----------------------------------------------------------
+if env_bool("TRUST_X_FORWARDED_FOR", False):
+    raise ImproperlyConfigured(
+        "TRUST_X_FORWARDED_FOR is replaced by TRUSTED_PROXIES: name the proxies' addresses or "
+        "networks (e.g. TRUSTED_PROXIES=10.0.0.0/8); X-Forwarded-* is only believed from them"
+    )
+try:
+    TRUSTED_PROXY_NETWORKS = parse_networks(env_list("TRUSTED_PROXIES", []))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from exc
+BEHIND_TRUSTED_PROXY = bool(TRUSTED_PROXY_NETWORKS)
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -148,12 +203,40 @@ CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 if PRODUCTION:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Health checks come over plain HTTP from the platform (Docker, App Runner).
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Only a consent signal for browsers' preload lists; nothing is submitted.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    if BEHIND_TRUSTED_PROXY:
+        # Believed only because TrustedProxyMiddleware drops the header from
+        # every peer that is not a named proxy.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Content-Security-Policy (django-csp): no inline script, no inline style, no
+# eval; everything from our own origin. Pages that need more widen it for
+# themselves only (the upload page: S3's origin and WebAssembly for hashing).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "manifest-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 
 # Shared by every web process (the login rate limit needs that).
 CACHES = {
@@ -241,7 +324,10 @@ if PRODUCTION and VALIDATION_SANDBOX == "none-dev":
 VERSION_DELETE_PROTECT_DAYS = env_int("VERSION_DELETE_PROTECT_DAYS", 30, minimum=0)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024**3, minimum=1)
 UPLOAD_PART_BYTES = env_int("UPLOAD_PART_BYTES", 16 * 1024**2, minimum=5 * 1024**2)
-UPLOAD_URL_EXPIRES_SECONDS = env_int("UPLOAD_URL_EXPIRES_SECONDS", 6 * 3600, minimum=60)
+# A part URL is needed from when a client is about to send that part until it
+# starts sending; clients ask for fresh ones when theirs expire (403), so a
+# leaked URL is useful to no one for long.
+UPLOAD_URL_EXPIRES_SECONDS = env_int("UPLOAD_URL_EXPIRES_SECONDS", 900, minimum=60)
 UPLOAD_ABANDON_AFTER_HOURS = env_float("UPLOAD_ABANDON_AFTER_HOURS", 24.0, minimum=0.01)
 
 # --- Deployments ------------------------------------------------------------

@@ -1,5 +1,6 @@
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import path, register_converter
 from django.views.generic import RedirectView
 
@@ -32,10 +33,18 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
 
 
+def favicon(request: HttpRequest) -> HttpResponse:
+    # Resolved per request: the hashed name exists only after collectstatic.
+    return HttpResponsePermanentRedirect(static("img/favicon.svg"))
+
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="models", permanent=False)),
     path("healthz", healthz),
-    path("login/", account_views.RateLimitedLoginView.as_view(), name="login"),
+    # Browsers ask for it on every page (the admin's too); a 404 would be a
+    # console error on each.
+    path("favicon.ico", favicon),
+    path("login/", account_views.LoginView.as_view(), name="login"),
     path("settings/", account_views.settings_page, name="settings"),
     path(
         "settings/tokens/<id:token_id>/revoke", account_views.token_revoke_view, name="token-revoke"

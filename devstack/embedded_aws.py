@@ -43,7 +43,10 @@ logger = logging.getLogger(__name__)
 # credentials from ever being sent to (or needed by) the embedded AWS.
 ACCESS_KEY_ID = "test"
 SECRET_ACCESS_KEY = "test"
-ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS = 7
+# A backstop for the dashboard's own janitor (UPLOAD_ABANDON_AFTER_HOURS, 24 h by
+# default): parts of an upload nobody completes stop costing storage even if the
+# dashboard's beat is not running.
+ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS = 2
 
 
 class EmbeddedAwsError(RuntimeError):
@@ -171,7 +174,8 @@ def bootstrap(*, endpoint_url: str, region: str, bucket: str, cors_origins: list
 
     Sets versioning, SSE-S3 default encryption, a CORS rule for browser uploads
     from ``cors_origins`` and a lifecycle rule that aborts multipart uploads
-    left incomplete for 7 days. The configurations are replaced, not merged.
+    left incomplete for ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS (2) days. The
+    configurations are replaced, not merged.
     """
     if not cors_origins:
         raise ValueError("cors_origins must name at least one origin (the dashboard's)")

@@ -300,8 +300,16 @@ def apprunner_config(
     }
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable by its owner only, and tighten
+    an existing one: it holds the sign-in password, the database and logs."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def up(ports: Ports, state_dir: Path) -> int:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     supervisor = Supervisor()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -4,6 +4,7 @@ engine here): they parse, and everything they name exists."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -116,12 +117,15 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     import subprocess
 
     binary = _compose_binary()
+    # The file refuses to start without a SECRET_KEY from the environment.
+    env = {**os.environ, "SECRET_KEY": "x" * 50}
     checked = subprocess.run(
         [str(binary), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
     assert checked.returncode == 0, checked.stderr
     services = json.loads(checked.stdout)["services"]
@@ -140,6 +144,7 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
     assert refused.returncode != 0 and "depend_on" in refused.stderr
 
@@ -156,3 +161,22 @@ def test_the_dashboard_image_keeps_its_code_read_only() -> None:
     assert "npm ci" in runs and "collectstatic" in runs
     healthcheck = next(arg for word, arg in stage if word == "HEALTHCHECK")
     assert "/healthz" in healthcheck
+
+
+def test_compose_requires_a_secret_key_from_the_environment() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        key = (service.get("environment") or {}).get("SECRET_KEY")
+        if key is None:
+            continue
+        # ${VAR:?message} makes compose stop with the message when VAR is unset
+        assert re.fullmatch(r"\$\{SECRET_KEY:\?[^}]+\}", key), (name, key)
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_dashboard_image_trusts_forwarded_headers_from_no_one_by_default() -> None:
+    command = " ".join(arg for w, arg in final_stage("Dockerfile.dashboard") if w == "CMD")
+    assert "forwarded-allow-ips" not in command
+    # collectstatic runs in its own stage (the runtime only copies its output).
+    runs = " ".join(arg for w, arg in instructions("Dockerfile.dashboard") if w == "RUN")
+    assert "not-a-secret" not in runs and "secrets.token_urlsafe" in runs

@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,15 +86,36 @@ def main(argv: list[str] | None = None) -> int:
     plan: dict[str, Any] = started.json()
     part_size = plan["part_size"]
 
+    urls = {int(p["part_number"]): p["url"] for p in plan["parts"]}
+    renew = threading.Lock()
+
+    def fresh_url(number: int, stale: str) -> str:
+        # Part URLs live minutes (UPLOAD_URL_EXPIRES_SECONDS): one that S3
+        # refused with 403 has expired; the upload's status hands out new ones.
+        with renew:
+            if urls[number] == stale:
+                status = api.get(f"/api/models/{args.model}/uploads/{plan['upload_id']}")
+                if status.status_code != 200:
+                    fail(status)
+                urls.update({int(p["part_number"]): p["url"] for p in status.json()["parts"]})
+            return urls[number]
+
     def put(part: dict[str, Any]) -> dict[str, Any]:
+        number = int(part["part_number"])
         with args.file.open("rb") as fh:
-            fh.seek((part["part_number"] - 1) * part_size)
+            fh.seek((number - 1) * part_size)
             data = fh.read(part_size)
         for attempt in range(3):
+            url = urls[number]
             try:
-                response = httpx.put(part["url"], content=data, timeout=300)
+                # httpx sends Content-Length = len(data): the exact part size
+                # the URL was signed for.
+                response = httpx.put(url, content=data, timeout=300)
+                if response.status_code == 403 and attempt < 2:
+                    fresh_url(number, url)
+                    continue
                 response.raise_for_status()
-                return {"part_number": part["part_number"], "etag": response.headers["ETag"]}
+                return {"part_number": number, "etag": response.headers["ETag"]}
             except httpx.HTTPError:
                 if attempt == 2:
                     raise

@@ -6,3 +6,6 @@ class AccountsConfig(AppConfig):
 
     name = "dashboard.accounts"
     label = "accounts"
+
+    def ready(self) -> None:
+        from dashboard.accounts import checks  # noqa: F401 - registers the checks

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -98,27 +99,49 @@ def get_json(*, bucket: str, key: str) -> Any | None:
         raise AwsError(f"s3://{bucket}/{key} is not valid JSON: {exc}") from exc
 
 
-def put_json(*, bucket: str, key: str, document: Any) -> str | None:
-    """Write ``document`` as JSON; return the new object's version id."""
+def _if_absent(only_if_absent: bool) -> dict[str, Any]:
+    # S3's conditional write: 412 PreconditionFailed when the key has a
+    # current object, so nothing that exists is ever overwritten (a key whose
+    # current version is a delete marker counts as absent).
+    return {"IfNoneMatch": "*"} if only_if_absent else {}
+
+
+def put_json(*, bucket: str, key: str, document: Any, only_if_absent: bool = False) -> str | None:
+    """Write ``document`` as JSON; return the new object's version id.
+
+    With ``only_if_absent`` an existing object is left alone and
+    AwsAlreadyExistsError is raised.
+    """
     try:
         response = _s3().put_object(
             Bucket=bucket,
             Key=key,
             Body=orjson.dumps(document, option=orjson.OPT_INDENT_2),
             ContentType="application/json",
+            **_if_absent(only_if_absent),
         )
     except Exception as exc:
         raise translate(exc, operation="PutObject") from exc
     return response.get("VersionId")
 
 
-def put_file(*, bucket: str, key: str, path: Path, sha256_b64: str | None = None) -> str | None:
+def put_file(
+    *,
+    bucket: str,
+    key: str,
+    path: Path,
+    sha256_b64: str | None = None,
+    only_if_absent: bool = False,
+) -> str | None:
     """Upload a local file in one PUT (small files: the demo model, tests);
-    with ``sha256_b64`` S3 verifies the bytes it stored. Return the version id."""
+    with ``sha256_b64`` S3 verifies the bytes it stored; with
+    ``only_if_absent`` an existing object is never replaced
+    (AwsAlreadyExistsError). Return the version id."""
     kwargs: dict[str, Any] = {
         "Bucket": bucket,
         "Key": key,
         "ContentType": "application/octet-stream",
+        **_if_absent(only_if_absent),
     }
     if sha256_b64:
         kwargs["ChecksumSHA256"] = sha256_b64
@@ -165,9 +188,20 @@ def create_multipart_upload(*, bucket: str, key: str, content_type: str) -> str:
 
 
 def presign_upload_part(
-    *, bucket: str, key: str, upload_id: str, part_number: int, expires_in: int
+    *,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    part_number: int,
+    content_length: int,
+    expires_in: int,
 ) -> str:
-    """A URL the browser PUTs one part to, valid for ``expires_in`` seconds."""
+    """A URL the browser PUTs one part to, valid for ``expires_in`` seconds.
+
+    The signature covers ``Content-Length`` (SignedHeaders
+    ``content-length;host``): S3 refuses a PUT of any other size, so a URL
+    handed out for one part cannot be used to store more than that part.
+    """
     try:
         return _s3().generate_presigned_url(
             "upload_part",
@@ -176,12 +210,27 @@ def presign_upload_part(
                 "Key": key,
                 "UploadId": upload_id,
                 "PartNumber": part_number,
+                "ContentLength": content_length,
             },
             ExpiresIn=expires_in,
             HttpMethod="PUT",
         )
     except Exception as exc:
         raise translate(exc, operation="UploadPart (presign)") from exc
+
+
+def upload_origin(*, bucket: str) -> str:
+    """The origin (scheme://host[:port]) that presigned URLs for ``bucket``
+    point at: what a browser page must be allowed to connect to. Signing is
+    local: no request is sent."""
+    try:
+        url = _s3().generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": "models/"}, ExpiresIn=60
+        )
+    except Exception as exc:
+        raise translate(exc, operation="PutObject (presign)") from exc
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def list_parts(*, bucket: str, key: str, upload_id: str) -> list[PartInfo]:
@@ -211,13 +260,16 @@ def list_parts(*, bucket: str, key: str, upload_id: str) -> list[PartInfo]:
 def complete_multipart_upload(
     *, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
 ) -> str | None:
-    """Assemble the object from ``parts`` ((number, etag), ascending); return its version id."""
+    """Assemble the object from ``parts`` ((number, etag), ascending); return
+    its version id. Conditional: if ``key`` already holds an object, S3 keeps
+    it and AwsAlreadyExistsError is raised (the upload stays open)."""
     try:
         response = _s3().complete_multipart_upload(
             Bucket=bucket,
             Key=key,
             UploadId=upload_id,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+            IfNoneMatch="*",
         )
     except Exception as exc:
         raise translate(exc, operation="CompleteMultipartUpload") from exc

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 import httpx
 from django.conf import settings
+
+from dashboard.deployments.validators import service_url_problem
+from dashboard.registry.names import InvalidName, validate_version_name
+
+# /version answers a few hundred bytes; a service (or whatever the URL really
+# points at) that sends more is not one, and is not read further.
+MAX_VERSION_BYTES = 64 * 1024
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -18,26 +28,51 @@ class LiveVersion:
 def live_version(*, base_url: str, timeout: float | None = None) -> LiveVersion:
     """Return what the service at ``base_url`` reports on /version.
 
-    Never raises: an unreachable or unready service comes back with ``error``.
+    Never raises: an unreachable or unready service, a URL that is not an
+    acceptable service URL (validators.service_url_problem, checked again
+    here: a name may resolve elsewhere since it was saved), an answer over
+    MAX_VERSION_BYTES or not JSON comes back with ``error``. Redirects are
+    not followed.
     """
     if not base_url:
         return LiveVersion(None, None, "the environment has no service URL")
+    problem = service_url_problem(base_url)
+    if problem:
+        return LiveVersion(None, None, f"the service URL is refused: {problem}")
+    url = base_url.rstrip("/") + "/version"
     try:
-        response = httpx.get(
-            base_url.rstrip("/") + "/version",
+        with httpx.stream(
+            "GET",
+            url,
             timeout=timeout if timeout is not None else settings.SERVICE_HTTP_TIMEOUT,
-        )
+            follow_redirects=False,
+        ) as response:
+            if response.status_code != 200:
+                return LiveVersion(
+                    None, None, f"{base_url}/version answered {response.status_code}"
+                )
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_VERSION_BYTES:
+                    return LiveVersion(
+                        None,
+                        None,
+                        f"{base_url}/version answered more than {MAX_VERSION_BYTES} bytes",
+                    )
     except httpx.HTTPError as exc:
         return LiveVersion(None, None, f"{base_url} did not answer: {exc.__class__.__name__}")
-    if response.status_code != 200:
-        return LiveVersion(None, None, f"{base_url}/version answered {response.status_code}")
     try:
-        body = response.json()
+        data = json.loads(bytes(body))
     except ValueError:
         return LiveVersion(None, None, f"{base_url}/version did not answer JSON")
-    if not isinstance(body, dict):
+    if not isinstance(data, dict):
         return LiveVersion(None, None, f"{base_url}/version did not answer an object")
-    version, sha = body.get("version"), body.get("sha256")
-    return LiveVersion(
-        version if isinstance(version, str) else None, sha if isinstance(sha, str) else None
-    )
+    version, sha = data.get("version"), data.get("sha256")
+    if version is not None:
+        try:
+            validate_version_name(version)
+        except InvalidName:
+            # Shown on pages and recorded on deployments: never junk.
+            return LiveVersion(None, None, f"{base_url}/version reported an invalid version name")
+    return LiveVersion(version, sha if isinstance(sha, str) and _SHA256_RE.fullmatch(sha) else None)

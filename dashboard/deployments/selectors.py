@@ -16,7 +16,12 @@ from dashboard.aws import ssm
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.live import LiveVersion, live_version
 from dashboard.deployments.models import Deployment, Environment, PointerChange, PointerWrite
-from dashboard.deployments.pointer import pointer_loads, pointer_same_artifact
+from dashboard.deployments.pointer import (
+    PointerInvalid,
+    pointer_loads,
+    pointer_parse,
+    pointer_same_artifact,
+)
 from dashboard.deployments.statecache import state_cache_key
 
 
@@ -142,14 +147,12 @@ def environment_remote_state(environment: Environment, *, fresh: bool = False) -
             pointer_error = f"SSM parameter {environment.ssm_parameter} does not exist"
         else:
             pointer_version = found.version
-            pointer = pointer_loads(found.value)
-            if pointer is None:
-                pointer_error = (
-                    f"SSM parameter {environment.ssm_parameter} (version {found.version}) "
-                    "does not hold a readable pointer"
-                )
+            pointer = pointer_parse(found.value, model=environment.model_name)
     except AwsError as exc:
-        pointer_error = str(exc)
+        pointer_error = str(exc)  # the operation and an error id, no AWS text
+    except PointerInvalid as exc:
+        # Someone wrote junk to SSM: say what is wrong, show none of it.
+        pointer_error = f"the pointer in SSM (version {pointer_version}) breaks the contract: {exc}"
     live = live_version(base_url=environment_base_url(environment), timeout=2.0)
     state = RemoteState(pointer, pointer_version, pointer_error, live)
     if settings.ENVIRONMENT_STATE_CACHE_SECONDS > 0:

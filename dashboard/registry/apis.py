@@ -234,7 +234,8 @@ def upload_create(request: HttpRequest, model: str, payload: UploadIn) -> Status
 def upload_status(request: HttpRequest, model: str, upload_id: str) -> dict[str, Any]:
     api_require_role(request, DEPLOYER)
     validate_model_name(model)
-    return _plan_out(upload_resume(upload=upload_get(model=model, upload_id=upload_id)))
+    upload = upload_get(model=model, upload_id=upload_id)
+    return _plan_out(upload_resume(upload=upload, user=request.user))
 
 
 @router.post(

@@ -110,3 +110,24 @@ class Upload(models.Model):
     @property
     def part_count(self) -> int:
         return max(1, -(-self.size // self.part_size))
+
+
+class DeletedVersion(models.Model):
+    """A tombstone: this version name of this model was deleted and is never
+    used again. A pointer, a deployment record or a cache keyed by
+    (model, version) must not come to mean different bytes."""
+
+    model_name = models.CharField(max_length=63)
+    version = models.CharField(max_length=64)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="What the name stood for.")
+    deleted_at = models.DateTimeField(auto_now_add=True)
+    deleted_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["model_name", "-deleted_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["model_name", "version"], name="deleted_version_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} {self.version} (deleted {self.deleted_at:%Y-%m-%d})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -20,7 +21,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from dashboard.audit.models import AuditEvent
 from dashboard.audit.services import audit_record
 from dashboard.aws import s3
-from dashboard.aws.errors import AwsError
+from dashboard.aws.errors import AwsAlreadyExistsError, AwsError
 from dashboard.registry.manifest import (
     FORMATS,
     MANIFEST_FILE,
@@ -29,7 +30,7 @@ from dashboard.registry.manifest import (
     validate_artifact_name,
     validate_input_signature,
 )
-from dashboard.registry.models import ModelVersion
+from dashboard.registry.models import DeletedVersion, ModelVersion
 from dashboard.registry.names import validate_model_name, validate_version_name, version_prefix
 from dashboard.registry.s3index import VersionInfo, describe, folder_fingerprint, scan
 
@@ -37,7 +38,20 @@ logger = logging.getLogger(__name__)
 
 
 class VersionExists(ValueError):
-    """The version already exists; versions are immutable."""
+    """The version already exists (or existed: names are never reused);
+    versions are immutable."""
+
+
+def version_name_retired(*, model: str, version: str) -> str | None:
+    """Why ``version`` of ``model`` may not be used again (it was deleted),
+    or None when it is free of a tombstone."""
+    tomb = DeletedVersion.objects.filter(model_name=model, version=version).first()
+    if tomb is None:
+        return None
+    return (
+        f"version {version} of {model} was deleted on {tomb.deleted_at:%Y-%m-%d} and its name "
+        "is never reused (a name must always mean the same bytes): pick a new version name"
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -75,6 +89,9 @@ def version_publish(
     shape, dtype = validate_input_signature(input_shape, input_dtype)
     bucket = settings.MODELS_BUCKET
     base = version_prefix(model, version)
+    retired = version_name_retired(model=model, version=version)
+    if retired:
+        raise VersionExists(retired)
     if ModelVersion.objects.filter(model_name=model, version=version).exists() or any(
         True for _ in s3.iter_objects(bucket=bucket, prefix=base)
     ):
@@ -95,11 +112,25 @@ def version_publish(
         metrics=metrics or {},
     )
     checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
-    version_id = s3.put_file(bucket=bucket, key=base + artifact, path=path, sha256_b64=checksum)
+    # Conditional writes: a folder that appeared since the check above (a
+    # concurrent upload, another tool) is never overwritten.
     try:
-        s3.put_json(bucket=bucket, key=base + MANIFEST_FILE, document=manifest.to_dict())
-    except AwsError:
+        version_id = s3.put_file(
+            bucket=bucket, key=base + artifact, path=path, sha256_b64=checksum, only_if_absent=True
+        )
+    except AwsAlreadyExistsError as exc:
+        raise VersionExists(f"version {version} of {model} already exists in S3") from exc
+    try:
+        s3.put_json(
+            bucket=bucket,
+            key=base + MANIFEST_FILE,
+            document=manifest.to_dict(),
+            only_if_absent=True,
+        )
+    except AwsError as exc:
         s3.delete_object(bucket=bucket, key=base + artifact)
+        if isinstance(exc, AwsAlreadyExistsError):
+            raise VersionExists(f"version {version} of {model} already exists in S3") from exc
         raise
     info = VersionInfo(
         model=model,
@@ -215,8 +246,26 @@ def registry_sync(*, model: str | None = None) -> SyncReport:
     # Describing costs two S3 calls per folder: do it in parallel.
     with ThreadPoolExecutor(max_workers=16) as pool:
         described = list(pool.map(describe, changed))
+    retired = {
+        (m, v): at
+        for m, v, at in DeletedVersion.objects.filter(
+            model_name__in={i.model for i in described}
+        ).values_list("model_name", "version", "deleted_at")
+    }
     created = updated = 0
     for info in described:
+        deleted_at = retired.get((info.model, info.version))
+        if deleted_at is not None:
+            # Someone re-created a deleted version's folder behind our back:
+            # list it, but never let the old name stand for new bytes.
+            info = dataclasses.replace(
+                info,
+                status=ModelVersion.Status.INVALID,
+                status_detail=(
+                    f"this version name was deleted on {deleted_at:%Y-%m-%d} and cannot be "
+                    "reused: upload these files under a new version name"
+                ),
+            )
         with transaction.atomic():
             previous = existing.get((info.model, info.version))
             if previous is not None and previous.status == ModelVersion.Status.UPLOADING:
@@ -400,6 +449,12 @@ def version_delete(*, version: ModelVersion, user: Any) -> None:
         )
     base = version_prefix(version.model_name, version.version)
     keys = [o.key for o in s3.iter_objects(bucket=settings.MODELS_BUCKET, prefix=base)]
+    # The tombstone first: if S3 fails half-way the name is still retired.
+    DeletedVersion.objects.get_or_create(
+        model_name=version.model_name,
+        version=version.version,
+        defaults={"sha256": version.sha256, "deleted_by": user.get_username()},
+    )
     for key in keys:
         s3.delete_object(bucket=settings.MODELS_BUCKET, key=key)
     logger.info("%s deleted %s %s", user.get_username(), version.model_name, version.version)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from dashboard.audit.models import AuditEvent
 from dashboard.audit.services import audit_record
 from dashboard.aws import s3
-from dashboard.aws.errors import AwsError
+from dashboard.aws.errors import AwsAlreadyExistsError, AwsError
 from dashboard.registry.manifest import (
     FORMATS,
     MANIFEST_FILE,
@@ -36,7 +36,7 @@ from dashboard.registry.manifest import (
 from dashboard.registry.models import ModelVersion, Upload
 from dashboard.registry.names import validate_model_name, validate_version_name, version_prefix
 from dashboard.registry.s3index import folder_fingerprint
-from dashboard.registry.services import _enqueue_validation
+from dashboard.registry.services import _enqueue_validation, version_name_retired
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,9 @@ def upload_start(
         )
     if len(notes) > 10_000:
         raise UploadError("notes must be at most 10000 characters")
+    retired = version_name_retired(model=model, version=version)
+    if retired:
+        raise UploadConflict(retired)
     if ModelVersion.objects.filter(model_name=model, version=version).exists():
         raise UploadConflict(f"version {version} of {model} already exists")
     bucket = settings.MODELS_BUCKET
@@ -172,6 +175,12 @@ def upload_start(
     return _plan(upload, done=[])
 
 
+def part_length(upload: Upload, number: int) -> int:
+    """The exact size of part ``number``: the part size, less for the last part."""
+    start = (number - 1) * upload.part_size
+    return min(upload.part_size, upload.size - start)
+
+
 def _plan(upload: Upload, *, done: list[s3.PartInfo]) -> UploadPlan:
     expires = settings.UPLOAD_URL_EXPIRES_SECONDS
     have = {p.part_number for p in done}
@@ -187,6 +196,7 @@ def _plan(upload: Upload, *, done: list[s3.PartInfo]) -> UploadPlan:
                     key=upload.key,
                     upload_id=upload.upload_id,
                     part_number=number,
+                    content_length=part_length(upload, number),
                     expires_in=expires,
                 ),
             }
@@ -210,8 +220,20 @@ def upload_get(*, model: str, upload_id: str) -> Upload:
     return upload
 
 
-def upload_resume(*, upload: Upload) -> UploadPlan:
+def _check_uploader(upload: Upload, user: Any, action: str) -> None:
+    """Only the user who started an upload, or an admin, may act on it: its
+    upload id alone (which shows in logs and URLs) must not be enough."""
+    from dashboard.accounts.roles import ADMIN, user_has_role
+
+    if upload.created_by_id != user.pk and not user_has_role(user, ADMIN):
+        raise UploadForbidden(
+            f"only the user who started this upload, or an admin, may {action} it"
+        )
+
+
+def upload_resume(*, upload: Upload, user: Any) -> UploadPlan:
     """What S3 already has, and fresh URLs for the parts still missing."""
+    _check_uploader(upload, user, "resume")
     if upload.state != Upload.State.ACTIVE:
         raise UploadConflict(f"the upload is {upload.state}")
     done = s3.list_parts(bucket=settings.MODELS_BUCKET, key=upload.key, upload_id=upload.upload_id)
@@ -247,7 +269,10 @@ def upload_complete(
     Bad part lists are refused before S3 is asked (400). If S3 refuses the
     parts (an ETag that does not match), the upload stays open so the client
     can fix and retry. A size mismatch deletes the assembled object.
+    Nothing that exists in S3 is overwritten: the artifact and the manifest
+    are written only if their keys are free (If-None-Match: *).
     """
+    _check_uploader(upload, user, "complete")
     if upload.state != Upload.State.ACTIVE:
         raise UploadConflict(f"the upload is {upload.state}")
     declared = (sha256 or upload.sha256 or "").lower()
@@ -278,8 +303,18 @@ def upload_complete(
             raise UploadConflict(
                 "S3 no longer has this upload (it was aborted); start the upload again"
             ) from exc
+        if isinstance(exc, AwsAlreadyExistsError):
+            # Something else wrote this key since the upload started (another
+            # tool, by hand): S3 kept it. Give up the upload, not the object.
+            upload_abort(upload=upload)
+            raise UploadConflict(
+                f"{upload.key} appeared in S3 while this upload was running; it was kept and "
+                "this upload was cancelled: upload under a new version name"
+            ) from exc
         if exc.code in {"InvalidPart", "InvalidPartOrder", "EntityTooSmall"}:
-            raise UploadError(f"S3 refused the parts: {exc}") from exc
+            raise UploadError(
+                f"S3 refused the parts ({exc.code}): check each part's number and ETag"
+            ) from exc
         raise
     head = s3.head_object(bucket=bucket, key=upload.key, version_id=version_id)
     row = upload.version
@@ -312,9 +347,19 @@ def upload_complete(
             bucket=bucket,
             key=version_prefix(upload.model_name, upload.version_name) + MANIFEST_FILE,
             document=manifest.to_dict(),
+            only_if_absent=True,
         )
-    except AwsError:
+    except AwsError as exc:
+        # Our artifact is the current object (the complete was conditional):
+        # remove it so no version is left half-written.
         s3.delete_object(bucket=bucket, key=upload.key)
+        if isinstance(exc, AwsAlreadyExistsError):
+            _finish(upload, Upload.State.ABORTED)
+            row.delete()
+            raise UploadConflict(
+                "a manifest.json appeared in S3 for this version while it was uploading; "
+                "it was kept and this upload was discarded: upload under a new version name"
+            ) from exc
         raise
     with transaction.atomic():
         ModelVersion.objects.filter(pk=row.pk).update(
@@ -346,10 +391,7 @@ def _finish(upload: Upload, state: str) -> None:
 
 def upload_cancel(*, upload: Upload, user: Any) -> None:
     """A user cancels: only the one who started it, or an admin."""
-    from dashboard.accounts.roles import ADMIN, user_has_role
-
-    if upload.created_by_id != user.pk and not user_has_role(user, ADMIN):
-        raise UploadForbidden("only the user who started this upload, or an admin, may cancel it")
+    _check_uploader(upload, user, "cancel")
     upload_abort(upload=upload)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlencode
 
+from csp.decorators import csp_update
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -11,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from dashboard.accounts.permissions import role_required
 from dashboard.accounts.roles import DEPLOYER, VIEWER
+from dashboard.aws import s3
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.models import Deployment
 from dashboard.deployments.selectors import (
@@ -19,10 +23,13 @@ from dashboard.deployments.selectors import (
     environment_states,
     serving_map,
 )
+from dashboard.registry.manifest import DTYPES, FORMATS
 from dashboard.registry.models import ModelVersion
 from dashboard.registry.names import InvalidName, validate_model_name
 from dashboard.registry.selectors import SORTS, model_exists, model_list, version_get, version_page
 from dashboard.registry.services import VersionDeleteRefused, registry_sync, version_delete
+
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 
@@ -57,7 +64,11 @@ def _aws_problem(request: HttpRequest, what: str, exc: AwsError) -> HttpResponse
     return render(
         request,
         "problem.html",
-        {"title": "AWS is not answering", "message": f"Could not read {what}: {exc}"},
+        {
+            "title": "AWS is not answering",
+            "message": f"Could not read {what}: {exc}",
+            "error": exc,
+        },
         status=503 if exc.transient else 502,
     )
 
@@ -198,11 +209,7 @@ def upload_page(request: HttpRequest, model: str) -> HttpResponse:
         validate_model_name(model)
     except InvalidName as exc:
         raise Http404(str(exc)) from exc
-    from django.conf import settings
-
-    from dashboard.registry.manifest import DTYPES, FORMATS
-
-    return render(
+    response = render(
         request,
         "registry/upload.html",
         {
@@ -212,6 +219,25 @@ def upload_page(request: HttpRequest, model: str) -> HttpResponse:
             "max_bytes": settings.UPLOAD_MAX_BYTES,
         },
     )
+    return upload_csp(request, response)
+
+
+def upload_csp(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Widen this page's Content-Security-Policy by exactly what the upload
+    needs: PUTs to the bucket's own origin, and WebAssembly for the SHA-256
+    (hash-wasm compiles its module; 'wasm-unsafe-eval' allows that and no
+    JavaScript eval)."""
+    try:
+        origin = s3.upload_origin(bucket=settings.MODELS_BUCKET)
+    except AwsError:
+        logger.warning("cannot tell the bucket's origin; uploads will be refused", exc_info=True)
+        origin = None
+    extra = {"script-src": ["'wasm-unsafe-eval'"]}
+    if origin:
+        extra["connect-src"] = [origin]
+    widened = csp_update(extra)(lambda _request: response)(request)
+    assert isinstance(widened, HttpResponse)
+    return widened
 
 
 @role_required(DEPLOYER)

@@ -240,6 +240,26 @@ def test_schema_is_served(client: Client, personas: Any, db: Any) -> None:
     assert "/api/deployments/{deployment_id}" in paths
 
 
+@pytest.mark.parametrize("path", ["/api/schema", "/api/docs"])
+def test_api_docs_need_a_session_or_a_token(client: Client, personas: Any, path: str) -> None:
+    from tests.dashboard.factories import token_headers
+
+    anonymous = client.get(path)
+    assert anonymous.status_code == 401
+    assert "paths" not in anonymous.content.decode()
+    # a browser with no session is sent to sign in
+    browser = client.get(path, headers={"Accept": "text/html,application/xhtml+xml"})
+    assert browser.status_code == 302 and browser["Location"].startswith("/login/?next=")
+    assert client.get(path, headers={"Authorization": "Token mdk_wrong"}).status_code == 401
+    # a signed-in user with no role sees nothing either
+    client.force_login(personas["outsider"])
+    assert client.get(path).status_code == 403
+    client.logout()
+    assert client.get(path, headers=token_headers(personas["viewer"])).status_code == 200
+    client.force_login(personas["viewer"])
+    assert client.get(path).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [

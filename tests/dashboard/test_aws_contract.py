@@ -15,7 +15,12 @@ from botocore.stub import Stubber
 
 from dashboard.aws import apprunner, s3, ssm
 from dashboard.aws.clients import client, reset_clients
-from dashboard.aws.errors import AwsConflictError, AwsNotFoundError, AwsTransientError
+from dashboard.aws.errors import (
+    AwsAlreadyExistsError,
+    AwsConflictError,
+    AwsNotFoundError,
+    AwsTransientError,
+)
 
 OP1 = "6f1c2a9e-1111-4c3b-9d1e-0123456789ab"
 OTHER = "6f1c2a9e-2222-4c3b-9d1e-0123456789ab"
@@ -122,6 +127,18 @@ def test_s3_put_json_and_file(tmp_path: Any) -> None:
         },
     )
     assert s3.put_json(bucket="b", key="m.json", document={"a": 1}) == "v2"
+    stubber.add_response(
+        "put_object",
+        {"VersionId": "v4"},
+        {
+            "Bucket": "b",
+            "Key": "m.json",
+            "Body": b'{\n  "a": 1\n}',
+            "ContentType": "application/json",
+            "IfNoneMatch": "*",
+        },
+    )
+    assert s3.put_json(bucket="b", key="m.json", document={"a": 1}, only_if_absent=True) == "v4"
     path = tmp_path / "f"
     path.write_bytes(b"abc")
     from botocore.stub import ANY
@@ -135,6 +152,7 @@ def test_s3_put_json_and_file(tmp_path: Any) -> None:
             "Body": ANY,
             "ContentType": "application/octet-stream",
             "ChecksumSHA256": "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+            "IfNoneMatch": "*",
         },
     )
     assert (
@@ -143,9 +161,50 @@ def test_s3_put_json_and_file(tmp_path: Any) -> None:
             key="k",
             path=path,
             sha256_b64="ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+            only_if_absent=True,
         )
         == "v3"
     )
+    stubber.assert_no_pending_responses()
+
+
+def test_s3_conditional_writes_that_find_the_key_taken() -> None:
+    """What real S3 answers to If-None-Match: * on an existing key (412
+    PreconditionFailed) and during a concurrent conditional write (409
+    ConditionalRequestConflict) becomes AwsAlreadyExistsError."""
+    stubber = stub("s3")
+    for code, status in (("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)):
+        stubber.add_client_error(
+            "put_object",
+            code,
+            "At least one of the pre-conditions you specified did not hold",
+            status,
+            expected_params={
+                "Bucket": "b",
+                "Key": "m.json",
+                "Body": b"{}",
+                "ContentType": "application/json",
+                "IfNoneMatch": "*",
+            },
+        )
+        with pytest.raises(AwsAlreadyExistsError):
+            s3.put_json(bucket="b", key="m.json", document={}, only_if_absent=True)
+    stubber.add_client_error(
+        "complete_multipart_upload",
+        "PreconditionFailed",
+        "At least one of the pre-conditions you specified did not hold",
+        412,
+        expected_params={
+            "Bucket": "b",
+            "Key": "k",
+            "UploadId": UPLOAD_ID,
+            "MultipartUpload": {"Parts": [{"PartNumber": 1, "ETag": '"e1"'}]},
+            "IfNoneMatch": "*",
+        },
+    )
+    with pytest.raises(AwsAlreadyExistsError):
+        s3.complete_multipart_upload(bucket="b", key="k", upload_id=UPLOAD_ID, parts=[(1, '"e1"')])
+    stubber.assert_no_pending_responses()
 
 
 def test_s3_delete_object() -> None:
@@ -349,6 +408,7 @@ def test_s3_multipart_calls() -> None:
             "MultipartUpload": {
                 "Parts": [{"PartNumber": 1, "ETag": '"e1"'}, {"PartNumber": 2, "ETag": '"e2"'}]
             },
+            "IfNoneMatch": "*",
         },
     )
     stubber.add_response(
@@ -393,10 +453,17 @@ def test_s3_multipart_calls() -> None:
 
 def test_s3_presigned_part_url_is_sigv4_and_expires() -> None:
     url = s3.presign_upload_part(
-        bucket="b", key="models/m/1/model.pt", upload_id=UPLOAD_ID, part_number=3, expires_in=600
+        bucket="b",
+        key="models/m/1/model.pt",
+        upload_id=UPLOAD_ID,
+        part_number=3,
+        content_length=5 * 1024 * 1024,
+        expires_in=600,
     )
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=600" in url
     assert "partNumber=3" in url and "uploadId=" in url
+    # the part's size is signed: S3 refuses a PUT of any other length
+    assert "X-Amz-SignedHeaders=content-length%3Bhost" in url
 
 
 def test_s3_presigned_get_pins_the_object_version() -> None:

@@ -75,7 +75,8 @@ def test_bootstrap_twice_gives_the_contract_bucket(aws: EmbeddedAws) -> None:
 
     (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert rule["Status"] == "Enabled"
-    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}
+    assert rule["Filter"] == {"Prefix": ""}  # the whole bucket
 
 
 def test_bootstrap_again_keeps_objects_and_versions(aws: EmbeddedAws) -> None:

@@ -8,6 +8,7 @@ Idempotent: a warm start rewrites nothing that is already there.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,13 @@ class Command(BaseCommand):
     def _ensure_users(self) -> None:
         path = settings.STATE_DIR / "credentials.txt"
         if path.exists():
+            path.chmod(0o600)  # tighten one an older version left readable
             password = path.read_text().split()[-1]
         else:
             password = secrets.token_urlsafe(12)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"users admin, deployer, viewer; password {password}\n")
-            path.chmod(0o600)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.parent.chmod(0o700)
+            write_private(path, f"users admin, deployer, viewer; password {password}\n")
         for username in ("admin", "deployer", "viewer"):
             user_ensure(username=username, password=password, role=username)
         self.stdout.write(f"users admin, deployer, viewer; password {password}")
@@ -158,3 +160,11 @@ def settings_endpoint() -> str:
     if not endpoint:
         raise CommandError("devstack_seed only seeds the embedded AWS: set AWS_ENDPOINT_URL")
     return endpoint
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 from the start (never readable by others,
+    not even for a moment between writing and a chmod)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
