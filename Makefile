@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 NODE_STAMP := node_modules/.installed-$(shell cat package-lock.json | sha256sum | cut -c1-12)
 
-.PHONY: run test lint bench setup system-deps browser-deps bench-deps clean fmt load
+.PHONY: run test lint bench setup system-deps browser-deps bench-deps clean fmt load smoke-aws
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -48,7 +48,16 @@ test: setup system-deps browser-deps
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy dashboard inference devstack
+	$(VENV)/bin/mypy dashboard inference devstack tools
+	$(VENV)/bin/cfn-lint infra/*.yaml
+	$(VENV)/bin/hadolint Dockerfile.dashboard Dockerfile.inference
+	$(VENV)/bin/actionlint
+
+# Checks a deployed account with the caller's AWS credentials (read-only unless
+# SMOKE_ARGS asks otherwise); see docs/deploy-aws.md. E.g.
+#   make smoke-aws SMOKE_ARGS="--stack modeldeck --environment-stack modeldeck-iris-staging"
+smoke-aws: setup
+	$(PY) -m tools.smoke_aws $(SMOKE_ARGS)
 
 fmt: setup
 	$(VENV)/bin/ruff check --fix .

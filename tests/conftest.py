@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,19 @@ os.environ["AWS_SECRET_ACCESS_KEY"] = "test"
 os.environ.setdefault("AWS_REGION", "us-east-1")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+# Every AWS call the dashboard's clients make in this run, in this process and in
+# the stacks it starts, is appended here (dashboard/aws/clients.py) and checked
+# against the dashboard's IAM policy by tests/infra/test_recorded_calls.py, last.
+_CALL_LOG_DIR = None
+if not os.environ.get("MODELDECK_AWS_CALL_LOG"):
+    _CALL_LOG_DIR = tempfile.mkdtemp(prefix="modeldeck-aws-calls-")
+    os.environ["MODELDECK_AWS_CALL_LOG"] = os.path.join(_CALL_LOG_DIR, "calls.jsonl")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CALL_LOG_DIR:
+        shutil.rmtree(_CALL_LOG_DIR, ignore_errors=True)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -36,6 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     no_postgres = os.environ.get("MODELDECK_NO_POSTGRES") == "1"
     no_redis = os.environ.get("MODELDECK_NO_REDIS") == "1"
     no_chromium = shutil.which("chromium") is None
+    # The check of the recorded AWS calls needs every other test to have run.
+    items.sort(key=lambda item: item.nodeid.startswith("tests/infra/test_recorded_calls.py"))
     for item in items:
         if no_postgres and "postgres" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="PostgreSQL is absent (see tests/services.py)"))

