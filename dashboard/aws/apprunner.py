@@ -111,18 +111,6 @@ def _operation(item: Any) -> OperationInfo:
     )
 
 
-def start_deployment(*, service_arn: str) -> str:
-    """Start a deployment of the service's configured source; return the operation id.
-
-    Raises AwsConflictError while another operation is in progress.
-    """
-    try:
-        response = _apprunner().start_deployment(ServiceArn=service_arn)
-    except Exception as exc:
-        raise _translate(exc, operation="StartDeployment") from exc
-    return response["OperationId"]
-
-
 def update_service(
     *,
     service_arn: str,

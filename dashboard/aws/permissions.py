@@ -160,8 +160,15 @@ OPERATIONS: dict[str, tuple[Need, ...]] = {
     "ecs:StopServiceDeployment": (Need("ecs:StopServiceDeployment", "ecs-service-deployment"),),
     # CloudWatch: the metrics page, alarms that roll deployments back.
     "cloudwatch:GetMetricData": (Need("cloudwatch:GetMetricData", "*"),),
-    "cloudwatch:PutMetricAlarm": (Need("cloudwatch:PutMetricAlarm", "alarm"),),
+    "cloudwatch:PutMetricAlarm": (
+        Need("cloudwatch:PutMetricAlarm", "alarm"),
+        # PutMetricAlarm with Tags also needs TagResource on the alarm.
+        Need("cloudwatch:TagResource", "alarm"),
+    ),
     "cloudwatch:DescribeAlarms": (Need("cloudwatch:DescribeAlarms", "*"),),
+    "cloudwatch:DeleteAlarms": (Need("cloudwatch:DeleteAlarms", "alarm"),),
+    # The monitoring page's "test alarm" button, AWS's way to test an alarm's action.
+    "cloudwatch:SetAlarmState": (Need("cloudwatch:SetAlarmState", "alarm"),),
     # CloudWatch Logs: the logs page, of either kind of service.
     "logs:FilterLogEvents": (
         Need("logs:FilterLogEvents", "apprunner-logs"),

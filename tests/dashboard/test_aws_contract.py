@@ -17,7 +17,6 @@ from dashboard.aws import apprunner, s3, ssm
 from dashboard.aws.clients import client, reset_clients
 from dashboard.aws.errors import (
     AwsAlreadyExistsError,
-    AwsConflictError,
     AwsNotFoundError,
     AwsTransientError,
 )
@@ -270,21 +269,6 @@ def _service(status: str = "RUNNING") -> dict[str, Any]:
         "AutoScalingConfigurationSummary": {},
         "NetworkConfiguration": {},
     }
-
-
-def test_apprunner_start_deployment() -> None:
-    stubber = stub("apprunner")
-    stubber.add_response("start_deployment", {"OperationId": OP1}, {"ServiceArn": ARN})
-    stubber.add_client_error(
-        "start_deployment",
-        "InvalidRequestException",
-        "You can't perform this action when the service is in OPERATION_IN_PROGRESS state",
-        400,
-        expected_params={"ServiceArn": ARN},
-    )
-    assert apprunner.start_deployment(service_arn=ARN) == OP1
-    with pytest.raises(AwsConflictError):
-        apprunner.start_deployment(service_arn=ARN)
 
 
 def test_apprunner_describe_service() -> None:

@@ -340,7 +340,6 @@ SIMULATIONS = [
         [
             "apprunner:DescribeService",
             "apprunner:ListOperations",
-            "apprunner:StartDeployment",
             "apprunner:UpdateService",
         ],
         f"arn:aws:apprunner:us-east-1:{ACCOUNT}:service/modeldeck-{SMOKE}",
@@ -351,6 +350,27 @@ SIMULATIONS = [
         f"arn:aws:iam::{ACCOUNT}:role/modeldeck/inference/{SMOKE}",
     ),
     ("AppRunnerList", ["apprunner:ListServices"], "*"),
+    (
+        "Alarms",
+        [
+            "cloudwatch:PutMetricAlarm",
+            "cloudwatch:TagResource",
+            "cloudwatch:DeleteAlarms",
+            "cloudwatch:SetAlarmState",
+        ],
+        f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:modeldeck-{SMOKE}",
+    ),
+    ("MetricsRead", ["cloudwatch:GetMetricData", "cloudwatch:DescribeAlarms"], "*"),
+    (
+        "ServiceLogs",
+        ["logs:FilterLogEvents", "logs:DescribeLogStreams"],
+        f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/apprunner/modeldeck-{SMOKE}",
+    ),
+    (
+        "ServiceLogs",
+        ["logs:FilterLogEvents", "logs:DescribeLogStreams"],
+        f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/ecs/modeldeck-{SMOKE}",
+    ),
 ]
 
 
