@@ -1,11 +1,14 @@
 """In a real browser on the local stack: traffic goes through App Runner's stable
 URL, a deployment goes live, and the metrics page draws its charts (with the
 deployment's marker) from the embedded CloudWatch while the logs page lists
-the request lines. Screenshots go to docs/img/, which the README shows."""
+the request lines. With MODELDECK_SCREENSHOTS=1 the screenshots go to
+docs/img/, which the README shows."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +22,13 @@ from tests.e2e.conftest import LocalStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
+# The README's screenshots are refreshed only when asked (MODELDECK_SCREENSHOTS=1),
+# so a test run leaves the working tree as it found it.
+IMAGES = (
+    Path(__file__).resolve().parents[2] / "docs" / "img"
+    if os.environ.get("MODELDECK_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "modeldeck-screenshots"
+)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
