@@ -240,7 +240,9 @@ def test_busy_service_waits_then_deploys(
 ) -> None:
     arn = deploy_stack["arn"]
     # Someone else's operation is running on the service (a console redeploy).
-    apprunner.start_deployment(service_arn=arn)
+    from dashboard.aws.clients import client
+
+    client("apprunner").start_deployment(ServiceArn=arn)
     deployment = request(
         deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks
     )
