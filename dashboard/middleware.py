@@ -124,3 +124,27 @@ class AwsErrorPageMiddleware:
             },
             status=503 if exception.transient else 502,
         )
+
+
+class WorkerScriptCspMiddleware:
+    """A dedicated Web Worker runs under the Content-Security-Policy of its own
+    script's response, not the page's. The upload's hash worker
+    (js/upload-hash.js) compiles hash-wasm's WebAssembly for files hashed
+    chunk by chunk, so that one static file's policy also allows
+    'wasm-unsafe-eval' (WebAssembly only; JavaScript eval stays refused).
+
+    Sits between django-csp's middleware and WhiteNoise, which answers static
+    files itself; the name may carry ManifestStaticFilesStorage's hash.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        from django.conf import settings
+
+        self.prefix = f"{settings.STATIC_URL}js/upload-hash."
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.path.startswith(self.prefix) and request.path.endswith(".js"):
+            response._csp_update = {"script-src": ["'wasm-unsafe-eval'"]}  # type: ignore[attr-defined]
+        return response

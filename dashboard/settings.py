@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "dashboard.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    # The upload's hash worker runs WebAssembly under its own script's policy.
+    "dashboard.middleware.WorkerScriptCspMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -111,3 +111,19 @@ def test_the_upload_page_adds_only_the_bucket_and_webassembly(pages: Client, aws
     # the presigned part URLs point at the bucket's origin (here: the embedded AWS)
     assert directives["connect-src"] == ["'self'", aws]
     assert directives["style-src"] == ["'self'"]
+
+
+def test_the_hash_worker_script_may_compile_webassembly_and_nothing_else_widens(
+    pages: Client,
+) -> None:
+    # A dedicated worker runs under its own script's policy, not the page's:
+    # without 'wasm-unsafe-eval' there, hash-wasm cannot start (files hashed
+    # chunk by chunk; tests/e2e/test_upload_browser.py drives it).
+    from django.templatetags.static import static
+
+    worker = pages.get(static("js/upload-hash.js"))
+    assert worker.status_code == 200
+    assert policy(worker)["script-src"] == ["'self'", "'wasm-unsafe-eval'"]
+    other = pages.get(static("js/upload.js"))
+    assert other.status_code == 200
+    assert policy(other)["script-src"] == ["'self'"]
