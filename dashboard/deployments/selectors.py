@@ -188,16 +188,21 @@ def drift_of(
     }
     shown_pointer = pointer_name or "nothing readable"
     if not pointer_ok and live_ok:
-        return Drift(
-            kind="pointer_changed",
-            reason=(
-                f"The pointer was changed outside the dashboard: it names {shown_pointer}, but "
+        if pointer_name is None:
+            # Unreadable (edited by hand, or by another tool): nothing to promote.
+            reason = (
+                "The pointer was changed outside the dashboard and no longer parses, but "
                 f"the last deployment made {deployed_version} live and the service serves it. "
-                f"Restore the pointer to {deployed_version}, or promote {shown_pointer} to "
+                f"Restore the pointer to {deployed_version}."
+            )
+        else:
+            reason = (
+                f"The pointer was changed outside the dashboard: it names {pointer_name}, but "
+                f"the last deployment made {deployed_version} live and the service serves it. "
+                f"Restore the pointer to {deployed_version}, or promote {pointer_name} to "
                 "deploy it."
-            ),
-            **fields,
-        )
+            )
+        return Drift(kind="pointer_changed", reason=reason, **fields)
     if pointer_ok:
         expected = deployed_version or shown_pointer
         named_by = "the pointer and the last deployment name" if deployed else "the pointer names"

@@ -274,6 +274,13 @@ def test_a_hand_edit_of_the_pointer_is_drift_never_adopted(
     assert body["drift"] is None
     history = client.get("/api/models/iris/environments/staging/history", headers=headers).json()
     assert history[0]["parameter_version"] == restored and history[0]["purpose"] == "restore"
+    # A pointer that no longer parses is drift too, and the fix offered is the restore.
+    ssm.put_parameter(name="/models/iris/staging", value='{"schema": 1, "version": "<b>"}')
+    environments_refresh_pointers()
+    body = client.get("/api/models/iris/environments", headers=headers).json()[0]
+    assert body["pointer_error"] and body["drift"]["kind"] == "pointer_changed"
+    assert body["drift"]["pointer_version"] is None
+    assert body["drift"]["reason"].endswith("Restore the pointer to 1.1.")
 
 
 def test_a_service_that_serves_something_else_is_drift(
