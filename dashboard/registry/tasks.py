@@ -9,14 +9,18 @@ from dashboard.aws.errors import AwsTransientError
 from dashboard.registry import services
 from dashboard.registry.validation import run_ticket
 
+# Tasks that call AWS: redelivered if the worker dies (acks_late), retried
+# with backoff on throttling and 5xx, never more than 8 times.
+AWS_RETRIES: dict[str, Any] = {
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": (AwsTransientError,),
+    "retry_backoff": True,
+    "max_retries": 8,
+}
 
-@shared_task(
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(AwsTransientError,),
-    retry_backoff=True,
-    max_retries=8,
-)
+
+@shared_task(**AWS_RETRIES)
 def version_validate(version_id: int) -> None:
     services.version_validation_enqueue(version_id=version_id)
 
@@ -25,12 +29,8 @@ def version_validate(version_id: int) -> None:
 # untrusted model files, so they get no database and no AWS credentials; the
 # ticket carries a presigned URL, and the result goes back through the broker.
 @shared_task(
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(AwsTransientError,),
-    retry_backoff=True,
+    **AWS_RETRIES,
     retry_backoff_max=300,
-    max_retries=8,
     soft_time_limit=int(settings.VALIDATION_TIME_LIMIT_SECONDS) + 600,
 )
 def validation_run(ticket: dict[str, Any]) -> None:
@@ -43,24 +43,14 @@ def version_record_validation(ticket: dict[str, Any], result: dict[str, Any]) ->
     services.version_record_validation(ticket=ticket, result=result)
 
 
-@shared_task(
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(AwsTransientError,),
-    retry_backoff=True,
-    max_retries=8,
-)
+@shared_task(**AWS_RETRIES)
 def version_hash(version_id: int) -> None:
     services.version_hash(version_id=version_id)
 
 
 @shared_task(
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(AwsTransientError,),
-    retry_backoff=True,
+    **AWS_RETRIES,
     retry_backoff_max=300,
-    max_retries=8,
 )
 def registry_describe(version_ids: list[int]) -> None:
     """Read the manifests of folders the sync indexed from the listing."""

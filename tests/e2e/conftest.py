@@ -5,6 +5,7 @@ tests of one session."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,3 +179,30 @@ def _wait_up(process: subprocess.Popen[bytes], stack: LocalStack, state_dir: Pat
     raise AssertionError(
         "the stack did not come up:\n" + (state_dir / "stack.log").read_text()[-5000:]
     )
+
+
+# Debian's chromium, headless, quiet: no first-run, sync, update or QUIC traffic.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A real browser (Playwright driving Debian's chromium), closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

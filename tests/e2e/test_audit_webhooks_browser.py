@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,35 +18,17 @@ from tests.e2e.conftest import LocalStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
-def page(local_stack: LocalStack) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+def page(local_stack: LocalStack, chromium: Any) -> Iterator[Any]:
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(accept_downloads=True)
-        page = context.new_page()
-        try:
-            yield page
-        finally:
-            page.screenshot(
-                path=str(local_stack.state_dir / "browser-webhooks.png"), full_page=True
-            )
-            context.close()
-            browser.close()
+    context = chromium.new_context(accept_downloads=True)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(local_stack.state_dir / "browser-webhooks.png"), full_page=True)
+        context.close()
 
 
 def sign_in(page: Any, stack: LocalStack, username: str) -> None:

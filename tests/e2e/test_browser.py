@@ -3,7 +3,6 @@ promote a version from the model page, watch the deployment succeed live."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,34 +13,18 @@ from tests.e2e.conftest import LocalStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
-def page(local_stack: LocalStack) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+def page(local_stack: LocalStack, chromium: Any) -> Iterator[Any]:
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context()
-        page = context.new_page()
-        page.on("dialog", lambda dialog: dialog.accept())  # the "are you sure?" prompts
-        try:
-            yield page
-        finally:
-            page.screenshot(path=str(local_stack.state_dir / "browser-last.png"), full_page=True)
-            context.close()
-            browser.close()
+    context = chromium.new_context()
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the "are you sure?" prompts
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(local_stack.state_dir / "browser-last.png"), full_page=True)
+        context.close()
 
 
 def test_sign_in_promote_and_watch_it_succeed(local_stack: LocalStack, page: Any) -> None:

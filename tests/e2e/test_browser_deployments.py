@@ -6,34 +6,17 @@ banner after a hand edit of the pointer in SSM."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
 from tests.e2e.conftest import LocalStack
-from tests.e2e.test_browser import CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 ENV = "production"
-
-
-@pytest.fixture
-def browser(local_stack: LocalStack) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class Person:
@@ -90,9 +73,9 @@ def final_status(page: Any, timeout: float = 240) -> tuple[str, list[str]]:
     )
 
 
-def test_approval_live_progress_rollback_and_drift(local_stack: LocalStack, browser: Any) -> None:
-    admin = Person(browser, local_stack, "admin")
-    deployer = Person(browser, local_stack, "deployer")
+def test_approval_live_progress_rollback_and_drift(local_stack: LocalStack, chromium: Any) -> None:
+    admin = Person(chromium, local_stack, "admin")
+    deployer = Person(chromium, local_stack, "deployer")
     admin.set_rules(requires_approval=True)
     try:
         page = deployer.open("/models/iris/")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -23,15 +22,6 @@ from tests.e2e.conftest import LocalStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # Runs before any page script (Playwright injects it outside the page's CSP):
 # every violation the browser reports is kept for the test to read.
@@ -58,31 +48,24 @@ class Watch:
 
 
 @pytest.fixture
-def browser(local_stack: LocalStack) -> Iterator[tuple[Any, Watch]]:
-    from playwright.sync_api import sync_playwright
-
+def browser(local_stack: LocalStack, chromium: Any) -> Iterator[tuple[Any, Watch]]:
     watch = Watch()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
-        )
-        context = chromium.new_context()
-        context.set_default_timeout(30_000)
-        context.add_init_script(VIOLATION_RECORDER)
-        page = context.new_page()
-        page.on(
-            "console",
-            lambda m: (
-                watch.console_errors.append(f"{page.url}: {m.text}") if m.type == "error" else None
-            ),
-        )
-        page.on("pageerror", lambda e: watch.page_errors.append(f"{page.url}: {e}"))
-        try:
-            yield page, watch
-        finally:
-            page.screenshot(path=str(local_stack.state_dir / "csp-last.png"), full_page=True)
-            context.close()
-            chromium.close()
+    context = chromium.new_context()
+    context.set_default_timeout(30_000)
+    context.add_init_script(VIOLATION_RECORDER)
+    page = context.new_page()
+    page.on(
+        "console",
+        lambda m: (
+            watch.console_errors.append(f"{page.url}: {m.text}") if m.type == "error" else None
+        ),
+    )
+    page.on("pageerror", lambda e: watch.page_errors.append(f"{page.url}: {e}"))
+    try:
+        yield page, watch
+    finally:
+        page.screenshot(path=str(local_stack.state_dir / "csp-last.png"), full_page=True)
+        context.close()
 
 
 def visit(page: Any, watch: Watch, url: str) -> Any:

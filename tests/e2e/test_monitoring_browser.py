@@ -7,7 +7,6 @@ docs/img/, which the README shows."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -29,7 +28,6 @@ IMAGES = (
     if os.environ.get("MODELDECK_SCREENSHOTS") == "1"
     else Path(tempfile.gettempdir()) / "modeldeck-screenshots"
 )
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def traffic(url: str, stop: threading.Event) -> None:
@@ -74,28 +72,22 @@ def promote_staging(stack: LocalStack) -> int:
 
 
 @pytest.fixture
-def page(local_stack: LocalStack) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+def page(local_stack: LocalStack, chromium: Any) -> Iterator[Any]:
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(f"{local_stack.dashboard}/login/")
-        page.fill("input[name=username]", "viewer")
-        page.fill("input[name=password]", local_stack.password)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/models/")
-        try:
-            yield page
-            assert errors == [], errors
-        finally:
-            context.close()
-            browser.close()
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{local_stack.dashboard}/login/")
+    page.fill("input[name=username]", "viewer")
+    page.fill("input[name=password]", local_stack.password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/models/")
+    try:
+        yield page
+        assert errors == [], errors
+    finally:
+        context.close()
 
 
 def test_charts_with_a_deployment_marker_and_request_lines(

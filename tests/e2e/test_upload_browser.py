@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,15 +31,6 @@ pytestmark = [
 MODEL = "iris"
 PART_BYTES = 5 * 1024 * 1024  # the stack's UPLOAD_PART_BYTES
 PADDING_BYTES = 23 * 1000 * 1000
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass(frozen=True)
@@ -90,23 +80,17 @@ def api(local_stack: LocalStack) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def context(local_stack: LocalStack) -> Iterator[Any]:
+def context(local_stack: LocalStack, chromium: Any) -> Iterator[Any]:
     """One browser profile: its pages share localStorage, as tabs do."""
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context()
-        context.set_default_timeout(30_000)
-        try:
-            yield context
-        finally:
-            for page in context.pages:
-                page.screenshot(path=str(local_stack.state_dir / "upload-last.png"), full_page=True)
-            context.close()
-            browser.close()
+    context = chromium.new_context()
+    context.set_default_timeout(30_000)
+    try:
+        yield context
+    finally:
+        for page in context.pages:
+            page.screenshot(path=str(local_stack.state_dir / "upload-last.png"), full_page=True)
+        context.close()
 
 
 # Records every value the progress bar and the stats line take, so the test
