@@ -11,6 +11,7 @@ HTTP server that serves what the test says the live revision runs. Each
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from django.utils import timezone
 
 from dashboard.aws import ssm
@@ -383,3 +384,34 @@ def test_a_person_rolls_back_a_running_canary_through_stop_service_deployment(
     assert "aborted by deployer: p99 doubled on canary" in deployment.error
     assert pointer_now()["version"] == "1.0"
     assert not Deployment.objects.filter(undoes=deployment).exists()  # nothing left to undo
+
+
+def test_a_start_repeated_after_a_crash_adopts_the_service_deployment(
+    ecs_stack: dict[str, Any], personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A worker sent UpdateExpressGatewayService and died before recording the
+    deployment: the next one finds it and follows it; no second update."""
+    ecs = ecs_stack["ecs"]
+    env = environment(ecs_stack, Environment.Target.ECS_EXPRESS)
+    deployment = step(request(env, personas["deployer"], django_capture_on_commit_callbacks))
+    assert deployment.step == "start" and deployment.parameter_version == 2
+    Deployment.objects.filter(pk=deployment.pk).update(start_requested_at=timezone.now())
+    moving = express(
+        (REVISION_OLD, container(f"{PARAMETER}:1"), NOW),
+        (REVISION_NEW, container(f"{PARAMETER}:2"), NOW + dt.timedelta(seconds=1)),
+    )
+    ecs.add_response("describe_express_gateway_service", moving, {"serviceArn": SERVICE})
+    expect_active(ecs, [brief("IN_PROGRESS")])
+    ecs.add_response(
+        "list_service_deployments",
+        {"serviceDeployments": [brief("IN_PROGRESS", created=timezone.now())]},
+        {"cluster": "modeldeck", "service": SERVICE, "maxResults": 20, "createdAt": ANY},
+    )
+    deployment = step(deployment)
+    ecs.assert_no_pending_responses()  # and no UpdateExpressGatewayService was sent
+    assert deployment.step == "follow" and deployment.operation_id == DEPLOYMENT
+    assert any("started earlier" in m for m in messages(deployment))
+    ecs_stack["service"].serve(ecs_stack["pointers"]["1.1"])
+    deployment = follow(ecs_stack, deployment, service_deployment("SUCCESSFUL", new_traffic=100.0))
+    deployment = step(deployment)
+    assert deployment.status == "succeeded", deployment.error
