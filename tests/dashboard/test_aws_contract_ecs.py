@@ -362,10 +362,11 @@ def test_express_update_refusals(
         express((REVISION_OLD, container(), NOW)),
         {"serviceArn": SERVICE},
     )
-    for _ in range(5 if status >= 500 else 1):  # the standard retry mode tries again first
-        ecs.add_client_error("update_express_gateway_service", code, message, status)
+    # (Stubber answers before botocore's retry handler: one answer, one attempt.)
+    ecs.add_client_error("update_express_gateway_service", code, message, status)
     with pytest.raises(expected):
         EcsExpressTarget(service_arn=SERVICE).start(pin="/models/iris/staging:7")
+    ecs.assert_no_pending_responses()
 
 
 @pytest.mark.parametrize(
@@ -791,3 +792,28 @@ def test_target_for_picks_the_environment_kind(db: Any) -> None:
     assert isinstance(target_for(environment), EcsExpressTarget)
     environment.target = Environment.Target.ECS
     assert isinstance(target_for(environment), EcsServiceTarget)
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status", "expected"),
+    [
+        ("ClientException", "The service is currently being updated.", 400, TargetBusy),
+        ("ServiceNotActiveException", "Service was not ACTIVE.", 400, TargetError),
+        ("PlatformTaskDefinitionIncompatibilityException", "not compatible", 400, TargetError),
+        ("InvalidParameterException", "TaskDefinition is inactive", 400, TargetError),
+        ("ThrottlingException", "Rate exceeded", 400, AwsTransientError),
+    ],
+)
+def test_classic_update_service_refusals(
+    ecs: Stubber, code: str, message: str, status: int, expected: type[Exception]
+) -> None:
+    expect_active(ecs, [])
+    ecs.add_response("describe_services", classic_service(), None)
+    ecs.add_response("describe_task_definition", {"taskDefinition": DESCRIBED}, None)
+    ecs.add_response(
+        "register_task_definition", {"taskDefinition": {"taskDefinitionArn": TD_NEW}}, None
+    )
+    ecs.add_client_error("update_service", code, message, status)
+    with pytest.raises(expected):
+        EcsServiceTarget(service_arn=SERVICE).start(pin="/models/iris/staging:7")
+    ecs.assert_no_pending_responses()
