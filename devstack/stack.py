@@ -226,6 +226,8 @@ def stack_env(ports: Ports, state_dir: Path) -> dict[str, str]:
     return {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.aws}",
         "AWS_ENDPOINT_URL_APPRUNNER": f"http://127.0.0.1:{ports.apprunner}",
+        # The stand-in's ECS Express view of the same services (same port).
+        "AWS_ENDPOINT_URL_ECS": f"http://127.0.0.1:{ports.apprunner}",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),

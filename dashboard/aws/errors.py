@@ -84,6 +84,10 @@ _NOT_FOUND_CODES = {
     "ResourceNotFoundException",
     "ResourceNotFound",  # CloudWatch (SetAlarmState of an unknown alarm)
     "NoSuchUpload",
+    # ECS
+    "ServiceNotFoundException",
+    "ClusterNotFoundException",
+    "ServiceDeploymentNotFoundException",
 }
 
 

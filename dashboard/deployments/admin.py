@@ -9,6 +9,7 @@ from dashboard.deployments.validators import (
     validate_service_url,
     validate_ssm_parameter_name,
     validate_target_arn,
+    validate_target_url,
 )
 from dashboard.registry.names import InvalidName, validate_model_name
 
@@ -61,6 +62,11 @@ class EnvironmentForm(forms.ModelForm):
                 )
             except forms.ValidationError as exc:
                 self.add_error("service_arn", exc)
+        if "service_url" in cleaned:
+            try:
+                validate_target_url(str(cleaned.get("target") or ""), cleaned["service_url"])
+            except forms.ValidationError as exc:
+                self.add_error("service_url", exc)
         return cleaned
 
     def clean_service_url(self) -> str:

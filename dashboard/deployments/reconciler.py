@@ -605,7 +605,12 @@ def _step_follow(deployment: Deployment, token: str) -> Transition:
         transition.log(f"{target.operation_label} is {state.status}")
         transition.updates["operation_status"] = state.status
     if state.detail:
-        transition.updates["operation_detail"] = state.detail
+        stage = state.detail.get("stage_label")
+        if stage and stage != (deployment.operation_detail or {}).get("stage_label"):
+            transition.log(f"{target.label}: {stage}")
+        if state.detail != deployment.operation_detail:
+            transition.updates["operation_detail"] = state.detail
+    why = str(state.detail.get("reason") or "")
     if state.phase == Phase.RUNNING:
         if _past_deadline(deployment) and not deployment.outcome:
             error = (
@@ -625,13 +630,15 @@ def _step_follow(deployment: Deployment, token: str) -> Transition:
         return _verifying(deployment, transition)
     if state.phase == Phase.ROLLED_BACK:
         error = (
-            f"the new revision with {deployment.to_version} never became healthy; "
+            f"{target.label} rolled back to the previous revision: {why}"
+            if why
+            else f"the new revision with {deployment.to_version} never became healthy; "
             f"{target.label} rolled back to the previous revision"
         )
         transition.updates.update(outcome=Status.ROLLED_BACK, error=error)
         transition.log(error, "error")
         return _restoring(transition)
-    error = f"{target.operation_label} ended {state.status}"
+    error = f"{target.operation_label} ended {state.status}" + (f": {why}" if why else "")
     transition.updates.update(outcome=Status.FAILED, error=error)
     transition.log(error, "error")
     return _restoring(transition)

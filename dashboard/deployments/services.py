@@ -470,13 +470,18 @@ def environment_ensure(
     position: int = 0,
 ) -> Environment:
     """Create or update an environment's settings (admin pages, local seed)."""
-    from dashboard.deployments.validators import validate_ssm_parameter_name, validate_target_arn
+    from dashboard.deployments.validators import (
+        validate_ssm_parameter_name,
+        validate_target_arn,
+        validate_target_url,
+    )
     from dashboard.registry.names import validate_model_name
 
     validate_model_name(model)
     validate_environment_name(name)
     validate_ssm_parameter_name(ssm_parameter)
     validate_target_arn(target, service_arn)
+    validate_target_url(target, service_url)
     environment, _ = Environment.objects.update_or_create(
         model_name=model,
         name=name,

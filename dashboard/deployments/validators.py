@@ -123,6 +123,20 @@ def validate_target_arn(target: str, value: str) -> str:
     return validate_service_arn(value)
 
 
+def validate_target_url(target: str, service_url: str) -> str:
+    """A classic ECS service needs its base URL: ECS reports none for it (its
+    load balancer is configured elsewhere), while App Runner and ECS Express
+    Mode report the URL they serve on."""
+    if target == "ecs" and not service_url:
+        raise ValidationError(
+            "an ECS service (not Express Mode) needs its service URL: ECS does not report "
+            "where a classic service is reachable (its load balancer's URL, e.g. "
+            "https://iris.example.com)",
+            code="service_url_required",
+        )
+    return service_url
+
+
 # --- Service URLs -------------------------------------------------------------
 # Where a cloud's instance metadata (and its credentials) answer. Link-local
 # covers 169.254.169.254 and fe80::/10; these are the rest.

@@ -60,8 +60,11 @@ Handler = Callable[["AppRunnerApi", dict[str, Any]], dict[str, Any]]
 class AppRunnerApi:
     """Serves the App Runner operations for a fixed set of services."""
 
-    def __init__(self, services: Mapping[str, Service]) -> None:
+    def __init__(self, services: Mapping[str, Service], *, ecs: Any = None) -> None:
         self._services = dict(services)  # by ARN, in configuration order
+        # The ECS view of the same services (ecs_api.EcsExpressApi), answering
+        # requests whose X-Amz-Target is ECS's.
+        self._ecs = ecs
 
     def app(self) -> Starlette:
         """Return the ASGI application."""
@@ -76,8 +79,11 @@ class AppRunnerApi:
 
     async def _dispatch(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
+        target = request.headers.get("x-amz-target") or ""
+        if self._ecs is not None and target.startswith(self._ecs.prefix + "."):
+            return await self._ecs.dispatch(request)
         try:
-            name = _operation_name(request.headers.get("x-amz-target"))
+            name = _operation_name(target)
             handler = _HANDLERS.get(name)
             if handler is None:
                 if name in service_model().operation_names:

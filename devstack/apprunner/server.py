@@ -16,6 +16,7 @@ import uvicorn
 
 from devstack.apprunner.api import AppRunnerApi, service_model
 from devstack.apprunner.config import StandInConfig
+from devstack.apprunner.ecs_api import EcsExpressApi
 from devstack.apprunner.logsink import ConsoleSink, FanOutSink, FileSink, LogSink
 from devstack.apprunner.observability import CloudWatchShipper
 from devstack.apprunner.proxy import ServiceProxy
@@ -148,7 +149,7 @@ class StandIn:
             )
             service.url = f"{_url_host(self.host)}:{sock.getsockname()[1]}"
             self.services.append(service)
-        api = AppRunnerApi({s.arn: s for s in self.services})
+        api = AppRunnerApi({s.arn: s for s in self.services}, ecs=EcsExpressApi(self.services))
         self._serve(api.app(), api_socket)
         for service, sock in zip(self.services, sockets[1:], strict=True):
             self._serve(ServiceProxy(service, observer=self.shipper), sock)
@@ -201,6 +202,8 @@ class RunningStandIn:
     endpoint_url: str  # the App Runner API, e.g. http://127.0.0.1:40123
     service_urls: dict[str, str]  # service name -> http://127.0.0.1:<port>
     service_arns: dict[str, str]  # service name -> ARN
+    # service name -> the same service's ECS Express ARN (ecs_api.py; same endpoint)
+    ecs_service_arns: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -237,6 +240,7 @@ def run_in_background(
             endpoint_url=stand_in.endpoint_url,
             service_urls={s.name: f"http://{s.url}" for s in stand_in.services},
             service_arns={s.name: s.arn for s in stand_in.services},
+            ecs_service_arns={s.name: s.ecs_arn for s in stand_in.services},
         )
         ready.set()
         try:

@@ -122,6 +122,15 @@ def service_arn_for(*, region: str, account_id: str, name: str) -> str:
     return f"arn:aws:apprunner:{region}:{account_id}:service/{name}/{service_id_for(name)}"
 
 
+# The cluster the ECS view of the stand-in's services (ecs_api.py) names.
+ECS_CLUSTER = "devstack"
+
+
+def ecs_service_arn_for(*, region: str, account_id: str, name: str) -> str:
+    """Return the ECS (Express Mode) service ARN of service ``name`` (long format)."""
+    return f"arn:aws:ecs:{region}:{account_id}:service/{ECS_CLUSTER}/{name}"
+
+
 @dataclass
 class Operation:
     """One asynchronous operation on a service, shaped like App Runner's OperationSummary."""
@@ -187,6 +196,7 @@ class Service:
         self.name = config.name
         self.id = service_id_for(config.name)
         self.arn = service_arn_for(region=region, account_id=account_id, name=config.name)
+        self.ecs_arn = ecs_service_arn_for(region=region, account_id=account_id, name=config.name)
         self.region = region
         self.account_id = account_id
         self.url = ""  # host:port, set once the proxy is bound
@@ -201,6 +211,11 @@ class Service:
         self._operations: list[Operation] = []  # newest first
         self._instances: set[Instance] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}  # operation id -> its task
+        # Operations whose traffic moved to the new instance, and those a
+        # client asked to roll back (ECS StopServiceDeployment).
+        self.switched: set[str] = set()
+        self.rollback_requested: set[str] = set()
         self._sink = sink
         self._state_file = state_dir / "services" / f"{config.name}.json"
         self._load_state()
@@ -313,6 +328,25 @@ class Service:
         self.pending_revision = revision
         return self._begin(OperationType.UPDATE_SERVICE)
 
+    def roll_back(self, operation_id: str) -> None:
+        """Stop an operation in progress and keep the previous instance (what
+        ECS's StopServiceDeployment with ROLLBACK does). Raises
+        InvalidStateError when the operation has ended or its traffic has
+        already moved (the stand-in switches all traffic at once)."""
+        task = self._running.get(operation_id)
+        operation = next((o for o in self._operations if o.id == operation_id), None)
+        if (
+            task is None
+            or task.done()
+            or operation is None
+            or operation.status not in {OperationStatus.PENDING, OperationStatus.IN_PROGRESS}
+            or operation_id in self.switched
+        ):
+            raise InvalidStateError(f"operation {operation_id} is not in progress")
+        if operation_id not in self.rollback_requested:
+            self.rollback_requested.add(operation_id)
+            task.cancel()
+
     async def stop(self) -> None:
         """Cancel the operation in progress and stop every instance of the service."""
         for task in list(self._tasks):
@@ -344,7 +378,9 @@ class Service:
         self._save_state()
         task = asyncio.get_running_loop().create_task(self._deploy(operation, previous_status))
         self._tasks.add(task)
+        self._running[operation.id] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._running.pop(operation.id, None))
         return operation
 
     async def _deploy(self, operation: Operation, previous_status: ServiceStatus) -> None:
@@ -379,6 +415,16 @@ class Service:
             else:
                 await self._fail(operation, candidate, reason, previous_status)
         except asyncio.CancelledError:
+            if operation.id in self.rollback_requested:
+                self._event(f"{operation.type} {operation.id}: rollback requested")
+                if candidate is not None:
+                    await self._fail(
+                        operation, candidate, "a rollback was requested", previous_status
+                    )
+                else:
+                    self.pending_revision = None
+                    self._finish(operation, OperationStatus.ROLLBACK_SUCCEEDED, previous_status)
+                return
             self.pending_revision = None
             self._finish(operation, OperationStatus.FAILED, previous_status)
             self._event(f"{operation.type} {operation.id} interrupted: the stand-in is stopping")
@@ -394,6 +440,7 @@ class Service:
         old = self.current
         # The one step that moves traffic: requests already routed to ``old`` keep it busy.
         self.current = candidate
+        self.switched.add(operation.id)
         if self.pending_revision is not None:
             self.revision, self.pending_revision = self.pending_revision, None
         self._event(f"instance {candidate.id} is healthy; traffic switched to it")

@@ -23,6 +23,8 @@ from dashboard.deployments.validators import (
     validate_service_arn,
     validate_service_url,
     validate_ssm_parameter_name,
+    validate_target_arn,
+    validate_target_url,
 )
 
 ARN = "arn:aws:apprunner:us-east-1:123456789012:service/iris-prod/0123456789abcdef0123456789abcdef"
@@ -79,6 +81,45 @@ def test_service_arns() -> None:
     ):
         with pytest.raises(ValidationError, match="App Runner service ARN"):
             validate_service_arn(bad)
+
+
+ECS_ARN = "arn:aws:ecs:us-east-1:123456789012:service/modeldeck/modeldeck-iris-prod"
+
+
+def test_ecs_targets_take_a_long_service_arn_and_a_classic_one_needs_its_url() -> None:
+    for target in ("ecs", "ecs_express"):
+        assert validate_target_arn(target, ECS_ARN) == ECS_ARN
+        for bad in (ARN, "arn:aws:ecs:us-east-1:123456789012:service/modeldeck-iris-prod"):
+            with pytest.raises(ValidationError, match="ECS service ARN"):
+                validate_target_arn(target, bad)
+    with pytest.raises(ValidationError, match="needs its service URL"):
+        validate_target_url("ecs", "")
+    assert validate_target_url("ecs", "https://iris.example.com") == "https://iris.example.com"
+    assert validate_target_url("ecs_express", "") == ""  # Express reports its URL
+    assert validate_target_url("apprunner", "") == ""
+
+
+def test_the_admin_form_takes_an_ecs_service(personas: Any) -> None:
+    client = Client()
+    client.force_login(personas["superuser"])
+    form = {
+        "model_name": "iris",
+        "name": "production",
+        "ssm_parameter": "/models/iris/production",
+        "service_arn": ECS_ARN,
+        "service_url": "",
+        "target": "ecs",
+        "position": 0,
+    }
+    response = client.post("/admin/deployments/environment/add/", form)
+    assert response.status_code == 200 and "needs its service URL" in response.content.decode()
+    assert not Environment.objects.exists()
+    form["service_url"] = "https://iris.example.com"
+    assert client.post("/admin/deployments/environment/add/", form).status_code == 302
+    form.update(name="staging", ssm_parameter="/models/iris/staging", target="ecs_express")
+    form["service_url"] = ""
+    assert client.post("/admin/deployments/environment/add/", form).status_code == 302
+    assert sorted(Environment.objects.values_list("target", flat=True)) == ["ecs", "ecs_express"]
 
 
 @pytest.mark.parametrize(

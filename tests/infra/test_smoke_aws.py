@@ -345,6 +345,28 @@ SIMULATIONS = [
         f"arn:aws:apprunner:us-east-1:{ACCOUNT}:service/modeldeck-{SMOKE}",
     ),
     (
+        "EcsServices",
+        [
+            "ecs:DescribeExpressGatewayService",
+            "ecs:UpdateExpressGatewayService",
+            "ecs:DescribeServices",
+            "ecs:UpdateService",
+            "ecs:ListServiceDeployments",
+        ],
+        f"arn:aws:ecs:us-east-1:{ACCOUNT}:service/modeldeck/modeldeck-{SMOKE}",
+    ),
+    (
+        "EcsServiceDeployments",
+        ["ecs:DescribeServiceDeployments", "ecs:StopServiceDeployment"],
+        f"arn:aws:ecs:us-east-1:{ACCOUNT}:service-deployment/modeldeck/modeldeck-{SMOKE}",
+    ),
+    (
+        "EcsServiceRevisions",
+        ["ecs:DescribeServiceRevisions"],
+        f"arn:aws:ecs:us-east-1:{ACCOUNT}:service-revision/modeldeck/modeldeck-{SMOKE}",
+    ),
+    ("EcsTaskDefinitions", ["ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"], "*"),
+    (
         "PassInferenceRoles",
         ["iam:PassRole"],
         f"arn:aws:iam::{ACCOUNT}:role/modeldeck/inference/{SMOKE}",

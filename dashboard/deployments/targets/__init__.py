@@ -40,6 +40,14 @@ def target_for(environment: Environment) -> DeployTarget:
         from dashboard.deployments.targets.apprunner import AppRunnerTarget
 
         return AppRunnerTarget(service_arn=environment.service_arn)
+    if environment.target == Env.Target.ECS_EXPRESS:
+        from dashboard.deployments.targets.ecs import EcsExpressTarget
+
+        return EcsExpressTarget(service_arn=environment.service_arn)
+    if environment.target == Env.Target.ECS:
+        from dashboard.deployments.targets.ecs import EcsServiceTarget
+
+        return EcsServiceTarget(service_arn=environment.service_arn)
     raise TargetError(
         f"{environment} uses the deploy target {environment.target!r}, which this "
         "version of the dashboard cannot drive"

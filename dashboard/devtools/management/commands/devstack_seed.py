@@ -23,6 +23,7 @@ from dashboard.aws import apprunner, ssm
 from dashboard.deployments.models import Environment
 from dashboard.deployments.pointer import pointer_build, pointer_dumps, pointer_loads
 from dashboard.deployments.services import environment_ensure, environments_refresh_pointers
+from dashboard.envconfig import env_str
 from dashboard.registry.selectors import version_get
 from dashboard.registry.services import registry_sync, version_publish
 
@@ -134,22 +135,37 @@ class Command(BaseCommand):
         self.stdout.write(f"users admin, deployer, viewer; password {password}")
 
     def _link_services(self, urls: dict[str, str]) -> None:
+        from devstack.apprunner.service import ecs_service_arn_for
         from devstack.demo_model import MODEL_NAME
 
+        # The stand-in's services are also ECS Express services (its ECS view,
+        # devstack/apprunner/ecs_api.py): MODELDECK_DEVSTACK_TARGET=ecs_express
+        # links the environments through that instead.
+        target = env_str("MODELDECK_DEVSTACK_TARGET", Environment.Target.APPRUNNER)
+        if target not in {Environment.Target.APPRUNNER, Environment.Target.ECS_EXPRESS}:
+            raise CommandError(
+                f"MODELDECK_DEVSTACK_TARGET={target!r}: the local stack runs "
+                f"{Environment.Target.APPRUNNER} or {Environment.Target.ECS_EXPRESS}"
+            )
         services = {s.name: s for s in apprunner.list_services()}
         for position, name in enumerate(["staging", "production"]):
             service = services.get(service_name(MODEL_NAME, name))
             if service is None:
                 raise CommandError(f"the App Runner stand-in has no service {MODEL_NAME}-{name}")
+            arn = service.arn
+            if target == Environment.Target.ECS_EXPRESS:
+                _, _, _, region, account, _ = service.arn.split(":", 5)
+                arn = ecs_service_arn_for(region=region, account_id=account, name=service.name)
             environment_ensure(
                 model=MODEL_NAME,
                 name=name,
                 ssm_parameter=f"/models/{MODEL_NAME}/{name}",
-                service_arn=service.arn,
+                service_arn=arn,
                 service_url=urls.get(name, f"http://{service.url}"),
+                target=target,
                 position=position,
             )
-            self.stdout.write(f"environment {MODEL_NAME}/{name} -> {service.arn}")
+            self.stdout.write(f"environment {MODEL_NAME}/{name} -> {arn}")
         environments_refresh_pointers()
 
 
