@@ -58,6 +58,7 @@ from bench._registry_stack import (  # noqa: E402
     PYTHON,
     REGION,
     Stack,
+    child_pids,
     free_port,
     port_open,
 )
@@ -87,8 +88,9 @@ def parse_time(value: str) -> float:
 class DeployStack:
     """The local stack's processes for this benchmark (see the module docstring)."""
 
-    def __init__(self, *, fleet: int) -> None:
+    def __init__(self, *, fleet: int, concurrency: int | None = None) -> None:
         self.fleet = fleet
+        self.concurrency = concurrency
         self.stack = Stack(prefix="modeldeck-bench-deployments-", extra_env=dict(TIMING))
         self.proxy: CountingProxy | None = None
         self.api = ""
@@ -154,6 +156,7 @@ class DeployStack:
                 "INFO",
                 "--without-gossip",
                 "--without-mingle",
+                *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
             ],
         )
         stack.start(
@@ -379,6 +382,47 @@ def instance_cold_starts(log: str, after: float) -> list[tuple[float, float]]:
     return found
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid``, its reaped children and every live
+    descendant (from /proc)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of stat (1-based).
+        total += sum(int(x) for x in fields[11:15]) / _TICKS
+        todo.extend(child_pids(current))
+    return total
+
+
+def own_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` itself (no children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:13]) / _TICKS
+
+
+def cpu_by_process(ds: DeployStack) -> dict[str, float]:
+    """CPU seconds so far of each process tree, and of the stand-in's own
+    process (without its instances)."""
+    found = {
+        service.name: tree_cpu(service.pid)
+        for service in ds.stack.services
+        if service.popen.poll() is None
+    }
+    found["apprunner itself"] = own_cpu(ds.stack.service("apprunner").pid)
+    return found
+
+
 def other_version(valid: list[str], current: str | None) -> str:
     return next(v for v in valid if v != current)
 
@@ -431,6 +475,7 @@ def measure_fleet(ds: DeployStack, fleet: int, alone_runs: int = 3) -> dict[str,
     valid = ds.valid_versions()
     names = [fleet_name(i) for i in range(1, fleet + 1)]
     alone = []
+    cpu_before = cpu_by_process(ds)
     with ds.http() as h:
         for name in names[:alone_runs]:
             current = ds.live_versions()[name]
@@ -440,8 +485,10 @@ def measure_fleet(ds: DeployStack, fleet: int, alone_runs: int = 3) -> dict[str,
                 raise RuntimeError(f"{name}: {json.dumps(done)[:2000]}")
             alone.append(parse_time(done["finished_at"]) - sent)
             print(f"  {name} alone: {alone[-1]:.2f} s", flush=True)
+        cpu_alone = delta(cpu_by_process(ds), cpu_before)
         live = ds.live_versions()
         targets = {name: other_version(valid, live[name]) for name in names}
+        cpu_before = cpu_by_process(ds)
         barrier = threading.Barrier(len(names))
 
         def send(name: str) -> tuple[float, float, dict[str, Any]]:
@@ -459,6 +506,7 @@ def measure_fleet(ds: DeployStack, fleet: int, alone_runs: int = 3) -> dict[str,
         first = min(s for s, _, _ in posted)
         answered = [a - s for s, a, _ in posted]
         finished = wait_finished(h, [d["id"] for _, _, d in posted], timeout=900)
+        cpu_all = delta(cpu_by_process(ds), cpu_before)
     statuses: dict[str, int] = {}
     for item in finished.values():
         statuses[item["status"]] = statuses.get(item["status"], 0) + 1
@@ -475,7 +523,15 @@ def measure_fleet(ds: DeployStack, fleet: int, alone_runs: int = 3) -> dict[str,
         "post_seconds": {"median": statistics.median(answered), "max": max(answered)},
         "light_cold": {"median": statistics.median(colds), "max": max(colds)} if colds else None,
         "count": len(names),
+        # CPU seconds per process (tree) while they ran; the alone figure
+        # covers all the single runs and the idle time between them.
+        "cpu_alone": cpu_alone,
+        "cpu_all": cpu_all,
     }
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
 
 
 # --- 3. the models page ----------------------------------------------------------------------
@@ -564,6 +620,22 @@ def page_views(ds: DeployStack, seconds: float, cold_views: int) -> dict[str, An
         "cold_ssm_per_view": sum(cold_calls.values()) / cold_views,
         "cold_calls": dict(cold_calls),
     }
+
+
+def dump(ds: DeployStack, where: Path) -> None:
+    """The processes' logs and every deployment with its events, for profiling."""
+    import shutil
+
+    where.mkdir(parents=True, exist_ok=True)
+    for log in ds.stack.root.glob("*.log"):
+        shutil.copy(log, where / log.name)
+    try:
+        with ds.http() as h:
+            items = h.get("/api/deployments", params={"model": MODEL, "page_size": 200}).json()
+            full = [h.get(f"/api/deployments/{d['id']}").json() for d in items["items"]]
+        (where / "deployments.json").write_text(json.dumps(full, indent=1))
+    except Exception as exc:
+        print(f"could not dump the deployments: {exc}", file=sys.stderr)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -705,6 +777,14 @@ def main() -> int:
     parser.add_argument("--page-environments", type=int)
     parser.add_argument("--page-seconds", type=float)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        help="profiling only: the worker's pool size instead of Celery's default",
+    )
+    parser.add_argument(
+        "--dump", type=Path, help="keep the processes' logs and the deployments here (profiling)"
+    )
     args = parser.parse_args()
     promotes = args.promotes or (2 if args.quick else 5)
     fleet = args.fleet or (10 if args.quick else 50)
@@ -714,19 +794,25 @@ def main() -> int:
     if page_envs > fleet:
         parser.error("--page-environments must not exceed --fleet")
     flags = ""
-    if args.quick or args.promotes or args.fleet or args.page_environments:
+    if (
+        args.quick
+        or args.promotes
+        or args.fleet
+        or args.page_environments
+        or args.worker_concurrency
+    ):
         flags = " " + " ".join(a for a in sys.argv[1:] if a != "--no-write")
     data: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs shared by every process "
         f"(load average {os.getloadavg()[0]:.1f} at the start)",
-        "concurrency": os.cpu_count(),
+        "concurrency": args.worker_concurrency or os.cpu_count(),
         "page_environments": page_envs,
         "cold_views": cold_views,
         "flags": flags.rstrip(),
         "pages": {},
     }
-    ds = DeployStack(fleet=fleet)
+    ds = DeployStack(fleet=fleet, concurrency=args.worker_concurrency)
     try:
         ds.start()
         print("3. models page…", flush=True)
@@ -751,6 +837,8 @@ def main() -> int:
                 pass
         raise
     finally:
+        if args.dump is not None:
+            dump(ds, args.dump)
         ds.stop()
     body = report(data)
     print(body)
