@@ -58,11 +58,40 @@ def link(services: list[str], position: int) -> dict[str, Any]:
     return {"linked": linked}
 
 
+def profile_page(path: str, views: int) -> dict[str, Any]:
+    """Profile ``views`` views of ``path`` in this process (signed in as bench):
+    the top functions by cumulative time, and the queries per view."""
+    import cProfile
+    import io
+    import pstats
+
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(get_user_model().objects.get(username="bench"))
+    assert client.get(path).status_code == 200  # warm: the live checks cached
+    profile = cProfile.Profile()
+    with CaptureQueriesContext(connection) as queries:
+        profile.enable()
+        for _ in range(views):
+            client.get(path)
+        profile.disable()
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(40)
+    return {"queries_per_view": len(queries) / views, "profile": out.getvalue()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("users")
     p.add_argument("--password", required=True)
+    p = sub.add_parser("profile-page")
+    p.add_argument("--path", default="/models/")
+    p.add_argument("--views", type=int, default=10)
     p = sub.add_parser("link")
     p.add_argument("--position", type=int, default=0)
     p.add_argument("services", nargs="+")
@@ -70,6 +99,8 @@ def main() -> int:
     _setup()
     if args.command == "users":
         result = users(args.password)
+    elif args.command == "profile-page":
+        result = profile_page(args.path, args.views)
     else:
         result = link(args.services, args.position)
     print(json.dumps(result))

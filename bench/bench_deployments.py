@@ -63,10 +63,16 @@ from bench._registry_stack import (  # noqa: E402
     port_open,
 )
 from bench.bench_monitoring import CountingProxy, table  # noqa: E402
+from bench.bench_registry import (  # noqa: E402
+    drop_postgres_database,
+    postgres_admin_url,
+    postgres_database,
+)
 
 DOC = REPO / "docs" / "benchmarks.md"
 SECTION = "## Deployments"
 MODEL = "iris"
+PG_DATABASE = "modeldeck_bench_deployments"
 LIGHT = REPO / "devstack" / "apprunner" / "light_instance.py"
 FINAL = {"succeeded", "failed", "rolled_back", "rejected", "expired"}
 PAGE_CLIENTS = 4
@@ -88,10 +94,15 @@ def parse_time(value: str) -> float:
 class DeployStack:
     """The local stack's processes for this benchmark (see the module docstring)."""
 
-    def __init__(self, *, fleet: int, concurrency: int | None = None) -> None:
+    def __init__(
+        self, *, fleet: int, concurrency: int | None = None, database_url: str = ""
+    ) -> None:
         self.fleet = fleet
         self.concurrency = concurrency
-        self.stack = Stack(prefix="modeldeck-bench-deployments-", extra_env=dict(TIMING))
+        extra = dict(TIMING)
+        if database_url:
+            extra["DATABASE_URL"] = database_url
+        self.stack = Stack(prefix="modeldeck-bench-deployments-", extra_env=extra)
         self.proxy: CountingProxy | None = None
         self.api = ""
         self.token = ""
@@ -312,6 +323,8 @@ class DeployStack:
         return [v["version"] for v in body["items"]]
 
     def link(self, names: list[str], position: int) -> None:
+        if not names:
+            return
         items = []
         for name in names:
             service = self.services[f"{MODEL}-{name}"]
@@ -511,9 +524,22 @@ def measure_fleet(ds: DeployStack, fleet: int, alone_runs: int = 3) -> dict[str,
     for item in finished.values():
         statuses[item["status"]] = statuses.get(item["status"], 0) + 1
     finishes = sorted(parse_time(item["finished_at"]) - first for item in finished.values())
-    colds = []
+    colds, healthy = [], []
     for name in names:
-        colds += [b - a for a, b in instance_cold_starts(ds.service_log(f"{MODEL}-{name}"), first)]
+        pairs = instance_cold_starts(ds.service_log(f"{MODEL}-{name}"), first)
+        colds += [b - a for a, b in pairs]
+        healthy += [b - first for _, b in pairs]
+    # Where the time went: when each deployment's first step had started its
+    # App Runner operation, and when a follow step first saw it SUCCEEDED.
+    operations, seen = [], []
+    with ds.http() as h:
+        for item in finished.values():
+            events = h.get(f"/api/deployments/{item['id']}").json()["events"]
+            for event in events:
+                if "started: a revision pinned" in event["message"]:
+                    operations.append(parse_time(event["at"]) - first)
+                elif "is SUCCEEDED" in event["message"]:
+                    seen.append(parse_time(event["at"]) - first)
     return {
         "alone": alone,
         "all": finishes[-1],
@@ -523,6 +549,9 @@ def measure_fleet(ds: DeployStack, fleet: int, alone_runs: int = 3) -> dict[str,
         "post_seconds": {"median": statistics.median(answered), "max": max(answered)},
         "light_cold": {"median": statistics.median(colds), "max": max(colds)} if colds else None,
         "count": len(names),
+        "operations_started": {"median": statistics.median(operations), "last": max(operations)},
+        "instances_healthy": {"median": statistics.median(healthy), "last": max(healthy)},
+        "succeeded_seen": {"first": min(seen), "median": statistics.median(seen)},
         # CPU seconds per process (tree) while they ran; the alone figure
         # covers all the single runs and the idle time between them.
         "cpu_alone": cpu_alone,
@@ -732,7 +761,8 @@ def report(data: dict[str, Any]) -> str:
             f"`python bench/bench_deployments.py{data['flags']}` on {data['date']}: "
             f"{data['machine']}. "
             "The local stack's processes on free ports, as `make run` starts them: the dashboard "
-            "under gunicorn (2 workers, 4 threads, DEBUG off, SQLite, Redis cache), one Celery "
+            f"under gunicorn (2 workers, 4 threads, DEBUG off, {data['database']}, Redis cache), "
+            "one Celery "
             f"worker at its default concurrency ({data['concurrency']} pool processes) and beat, "
             "with the local stack's timing (DEPLOYMENT_POLL_SECONDS=1, "
             "DEPLOYMENT_RECONCILE_EVERY_SECONDS=1), the embedded AWS (moto) and the App Runner "
@@ -783,6 +813,12 @@ def main() -> int:
         help="profiling only: the worker's pool size instead of Celery's default",
     )
     parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="a fresh PostgreSQL database (on BENCH_POSTGRES_URL's or DATABASE_URL's server) "
+        "instead of the local stack's SQLite",
+    )
+    parser.add_argument(
         "--dump", type=Path, help="keep the processes' logs and the deployments here (profiling)"
     )
     args = parser.parse_args()
@@ -812,7 +848,15 @@ def main() -> int:
         "flags": flags.rstrip(),
         "pages": {},
     }
-    ds = DeployStack(fleet=fleet, concurrency=args.worker_concurrency)
+    database_url, admin = "", None
+    if args.postgres:
+        admin = postgres_admin_url()
+        database_url = (postgres_database(admin, PG_DATABASE) if admin else None) or ""
+        if not database_url:
+            print("no PostgreSQL server (BENCH_POSTGRES_URL or DATABASE_URL)", file=sys.stderr)
+            return 1
+    data["database"] = "PostgreSQL" if database_url else "SQLite"
+    ds = DeployStack(fleet=fleet, concurrency=args.worker_concurrency, database_url=database_url)
     try:
         ds.start()
         print("3. models page…", flush=True)
@@ -822,6 +866,12 @@ def main() -> int:
         ds.link([fleet_name(i) for i in range(2, page_envs + 1)], 11)
         data["pages"][str(page_envs)] = page_views(ds, page_seconds, cold_views)
         print(f"  {page_envs} environments: {data['pages'][str(page_envs)]}", flush=True)
+        if args.dump is not None:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            found = ds.django("profile-page", "--views", "10")
+            (args.dump / "models-page.prof.txt").write_text(
+                f"queries per view: {found['queries_per_view']}\n{found['profile']}"
+            )
         ds.link([fleet_name(i) for i in range(page_envs + 1, fleet + 1)], 10 + page_envs)
         ds.link(["staging"], 0)
         print("1. promote -> live…", flush=True)
@@ -840,6 +890,8 @@ def main() -> int:
         if args.dump is not None:
             dump(ds, args.dump)
         ds.stop()
+        if admin and database_url:
+            drop_postgres_database(admin, PG_DATABASE)
     body = report(data)
     print(body)
     if not args.no_write:
