@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._registry_doc import write_subsection  # noqa: E402
 from bench._registry_stack import (  # noqa: E402
     PYTHON,
     REGION,
@@ -71,6 +72,7 @@ from bench.bench_registry import (  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
 SECTION = "## Deployments"
+SUBSECTION = "Promote, many environments, models page (bench_deployments.py)"
 MODEL = "iris"
 PG_DATABASE = "modeldeck_bench_deployments"
 LIGHT = REPO / "devstack" / "apprunner" / "light_instance.py"
@@ -670,24 +672,6 @@ def dump(ds: DeployStack, where: Path) -> None:
 # --- report ----------------------------------------------------------------------------------
 
 
-def write_section(body: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    lines = text.rstrip("\n").split("\n")
-    block = [SECTION, "", *body.strip("\n").split("\n"), ""]
-    try:
-        start = lines.index(SECTION)
-    except ValueError:
-        lines += ["", *block]
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        lines[start:end] = block
-    tmp = DOC.with_suffix(".md.tmp-deployments")
-    tmp.write_text("\n".join(lines).rstrip("\n") + "\n")
-    os.replace(tmp, DOC)
-
-
 def seconds(value: float) -> str:
     return f"{value:.2f} s"
 
@@ -756,8 +740,6 @@ def report(data: dict[str, Any]) -> str:
     light = f["light_cold"] or {"median": float("nan"), "max": float("nan")}
     return "\n".join(
         [
-            "### Promote, many environments, models page (bench_deployments.py)",
-            "",
             f"`python bench/bench_deployments.py{data['flags']}` on {data['date']}: "
             f"{data['machine']}. "
             "The local stack's processes on free ports, as `make run` starts them: the dashboard "
@@ -893,9 +875,9 @@ def main() -> int:
         if admin and database_url:
             drop_postgres_database(admin, PG_DATABASE)
     body = report(data)
-    print(body)
+    print(f"### {SUBSECTION}\n\n{body}")
     if not args.no_write:
-        write_section(body)
+        write_subsection(SUBSECTION, body, doc=DOC, section=SECTION)
     return 0
 
 
