@@ -23,31 +23,31 @@ def _block_end(lines: list[str], start: int, levels: tuple[str, ...]) -> int:
     return len(lines)
 
 
-def write_subsection(title: str, body: str, *, doc: Path = DOC) -> None:
-    """Replace (or add) ``### title`` under ``## Registry`` with ``body``,
-    leaving every other part of ``doc`` as it is."""
+def write_subsection(title: str, body: str, *, doc: Path = DOC, section: str = SECTION) -> None:
+    """Replace (or add) ``### title`` under ``section`` (``## Registry``) with
+    ``body``, leaving every other part of ``doc`` as it is."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     lines = text.rstrip("\n").split("\n")
     heading = f"### {title}"
     block = [heading, "", *body.strip("\n").split("\n"), ""]
     try:
-        section = lines.index(SECTION)
+        start = lines.index(section)
     except ValueError:
-        lines += ["", SECTION, "", *block]
+        lines += ["", section, "", *block]
     else:
-        section_end = _block_end(lines, section, ("## ",))
+        section_end = _block_end(lines, start, ("## ",))
         try:
-            sub = lines.index(heading, section, section_end)
+            sub = lines.index(heading, start, section_end)
         except ValueError:
             insert_at = section_end
-            while insert_at > section + 1 and not lines[insert_at - 1].strip():
+            while insert_at > start + 1 and not lines[insert_at - 1].strip():
                 insert_at -= 1
             lines[insert_at:section_end] = ["", *block]
         else:
             sub_end = _block_end(lines, sub, ("## ", "### "))
             lines[sub:sub_end] = block
     out = "\n".join(lines).rstrip("\n") + "\n"
-    tmp = doc.with_suffix(".md.tmp-registry")
+    tmp = doc.with_suffix(f".md.tmp-{section.removeprefix('## ').lower()}")
     tmp.write_text(out)
     os.replace(tmp, doc)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from dashboard.deployments.live import MAX_VERSION_BYTES, live_version
+from dashboard.deployments.live import MAX_VERSION_BYTES, live_version, tls_context
 from dashboard.deployments.models import Environment
 from dashboard.deployments.validators import (
     service_url_problem,
@@ -264,3 +265,25 @@ def test_live_check_reads_a_bounded_answer(service: str) -> None:
 def test_live_check_refuses_a_metadata_url_without_connecting() -> None:
     answer = live_version(base_url="http://169.254.169.254/latest/meta-data")
     assert answer.version is None and answer.error.startswith("the service URL is refused")
+
+
+def test_live_checks_load_the_ca_bundle_once_per_process(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page with 20 environments makes 20 live checks: each used to build a
+    # fresh TLS context (loading the CA bundle, ~20 ms of CPU) for its client.
+    live_version(base_url=f"{service}/ok")  # the process's first check builds it
+    loads: list[object] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args or kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    for _ in range(3):
+        assert live_version(base_url=f"{service}/ok").sha256 == "a" * 64
+    assert loads == []
+    # ... and https services are still verified as httpx does by default.
+    context = tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
