@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from dashboard.accounts.roles import ADMIN, DEPLOYER, user_has_role
 from dashboard.aws import ssm
@@ -125,7 +125,10 @@ def environment_live_deployment(*, environment: Environment) -> Deployment | Non
 
 def rollback_plan(*, environment: Environment) -> RollbackPlan | None:
     """What a rollback of ``environment`` would redeploy, or None."""
-    live = environment_live_deployment(environment=environment)
+    return _rollback_plan_of(environment_live_deployment(environment=environment))
+
+
+def _rollback_plan_of(live: Deployment | None) -> RollbackPlan | None:
     if live is None or not live.rollback_pointer:
         return None
     return RollbackPlan(live=live, pointer=live.rollback_pointer, source=live.rollback_source)
@@ -240,11 +243,12 @@ def environment_states(
     else:
         with ThreadPoolExecutor(max_workers=min(8, len(environments))) as pool:
             remotes = list(pool.map(environment_remote_state, environments))
+    in_flight_of, deployed_of = _deployments_of(environments)
     states = []
     for environment, remote in zip(environments, remotes, strict=True):
-        in_flight = deployment_in_flight(environment=environment)
-        deployed = environment_live_deployment(environment=environment)
-        plan = rollback_plan(environment=environment)
+        in_flight = in_flight_of.get(environment.pk)
+        deployed = deployed_of.get(environment.pk)
+        plan = _rollback_plan_of(deployed)
         states.append(
             EnvironmentState(
                 environment=environment,
@@ -262,6 +266,38 @@ def environment_states(
             )
         )
     return states
+
+
+def _deployments_of(
+    environments: list[Environment],
+) -> tuple[dict[int, Deployment], dict[int, Deployment]]:
+    """Each environment's deployment in flight and last successful one, in
+    three queries whatever the number of environments (a page lists them all)."""
+    by_pk = {environment.pk: environment for environment in environments}
+    if not by_pk:
+        return {}, {}
+    in_flight: dict[int, Deployment] = {}
+    for deployment in Deployment.objects.filter(
+        environment_id__in=by_pk, status__in=Deployment.IN_FLIGHT
+    ):
+        in_flight.setdefault(deployment.environment_id, deployment)
+    last_success = (
+        Deployment.objects.filter(environment=OuterRef("pk"), status=Deployment.Status.SUCCEEDED)
+        .order_by("-finished_at", "-id")
+        .values("pk")[:1]
+    )
+    live_ids = dict(
+        Environment.objects.filter(pk__in=by_pk)
+        .annotate(live_id=Subquery(last_success))
+        .exclude(live_id=None)
+        .values_list("live_id", "pk")
+    )
+    deployed: dict[int, Deployment] = {}
+    for deployment in Deployment.objects.filter(pk__in=live_ids):
+        deployed[live_ids[deployment.pk]] = deployment
+    for deployment in (*in_flight.values(), *deployed.values()):
+        deployment.environment = by_pk[deployment.environment_id]  # no query per row
+    return in_flight, deployed
 
 
 def environment_history(*, environment: Environment) -> list[dict[str, Any]]:

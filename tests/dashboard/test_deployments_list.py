@@ -250,3 +250,39 @@ def test_json_page_needs_no_query_per_row(
     with django_assert_max_num_queries(8):
         response = client.get("/api/deployments", headers=headers)
     assert response.json()["total"] == 4
+
+
+def test_environment_states_cost_the_same_queries_for_2_or_12_environments(
+    aws: str, personas: Any
+) -> None:
+    """The models page and the environments API list every environment with
+    its deployment in flight, its last success and its rollback plan: a fixed
+    number of queries, not three per environment."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from dashboard.deployments.selectors import environment_list, environment_states
+
+    def queries_for(model: str, count: int) -> tuple[int, list[Any]]:
+        for i in range(count):
+            environment = make_environment(model, f"env{i}")
+            deploy(environment, "1.0", at(20), status="succeeded", rollback_pointer={"v": "0.9"})
+            deploy(environment, "1.1", at(21), status="succeeded")
+            if i % 2:
+                deploy(environment, "1.2", at(22), status="in_progress")
+        environments = list(environment_list(model=model))
+        with CaptureQueriesContext(connection) as captured:
+            states = environment_states(environments, with_live=False)
+        return len(captured), states
+
+    few, few_states = queries_for("small", 2)
+    many, many_states = queries_for("big", 12)
+    assert few == many, (few, many)
+    # and the answers are each environment's own
+    for state in many_states:
+        assert state.deployed is not None and state.deployed.to_version == "1.1"
+        assert state.deployed.environment_id == state.environment.pk
+        odd = int(state.environment.name.removeprefix("env")) % 2
+        assert (state.in_flight is not None) == bool(odd)
+        assert state.rollback is None  # 1.1 has no rollback pointer; 1.0 did
+    assert [s.deployed.to_version for s in few_states if s.deployed] == ["1.1", "1.1"]
