@@ -42,6 +42,14 @@ def _verify_mode(value: object) -> object:
     return value
 
 
+Access = Literal["open", "keys", "off"]
+Details = Literal["full", "keys", "off"]
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def _default_cpu_count() -> int:
     # The affinity mask reflects `docker run --cpuset-cpus` and taskset; os.cpu_count()
     # reports the host's CPUs, which over-subscribes a pinned container.
@@ -84,6 +92,14 @@ class Settings(BaseSettings):
 
     inference_api_keys: str | None = None
     inference_api_keys_file: Path | None = None
+    # Hardening (docs/inference.md, "Running exposed"): all default to the open
+    # behaviour of a development instance.
+    require_api_keys: bool = False
+    metrics_access: Annotated[Access, BeforeValidator(_lower)] = "open"
+    docs_access: Annotated[Access, BeforeValidator(_lower)] = "open"
+    error_details: Annotated[Details, BeforeValidator(_lower)] = "full"
+    max_requests_in_flight: Annotated[int, Field(ge=1)] = 1024
+    max_bytes_in_flight: Annotated[int, Field(ge=1024)] = 256 * MiB
 
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
@@ -111,6 +127,29 @@ class Settings(BaseSettings):
                 "no model configured: set MODEL_POINTER, MODEL_SSM_PARAMETER or MODEL_POINTER_FILE"
             )
         self._api_keys = _read_api_keys(self.inference_api_keys, self.inference_api_keys_file)
+        if not self._api_keys:
+            # Failing closed: each of these asks for keys; without any, "keys" would
+            # silently mean "open".
+            needs = [
+                name
+                for name, wanted in (
+                    ("REQUIRE_API_KEYS=true", self.require_api_keys),
+                    ("METRICS_ACCESS=keys", self.metrics_access == "keys"),
+                    ("DOCS_ACCESS=keys", self.docs_access == "keys"),
+                    ("ERROR_DETAILS=keys", self.error_details == "keys"),
+                )
+                if wanted
+            ]
+            if needs:
+                raise ValueError(
+                    f"{', '.join(needs)} but no API key is configured: "
+                    "set INFERENCE_API_KEYS or INFERENCE_API_KEYS_FILE"
+                )
+        if self.max_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(
+                f"MAX_BYTES_IN_FLIGHT ({self.max_bytes_in_flight}) is below MAX_BODY_BYTES "
+                f"({self.max_body_bytes}): a request of the allowed size could never be admitted"
+            )
         return self
 
     @property

@@ -40,6 +40,9 @@ _MAX_CACHED_LABELS = 256
 _JSON_TYPE = (b"content-type", b"application/json")
 _HEALTHZ_BODY = b'{"status":"ok"}'
 _INTERNAL_ERROR = b'{"detail":"internal error"}'
+_UNAUTHORIZED = b'{"detail":"missing or invalid API key"}'
+_BEARER_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
+_DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 class FrontDoor:
@@ -54,6 +57,14 @@ class FrontDoor:
         # system call for randomness on every request.
         self._id_prefix = secrets.token_hex(8)
         self._counter = itertools.count(1)
+        settings = service.settings
+        # Paths that METRICS_ACCESS=keys / DOCS_ACCESS=keys put behind the API keys.
+        guarded: set[str] = set()
+        if settings.metrics_access == "keys":
+            guarded.add("/metrics")
+        if settings.docs_access == "keys":
+            guarded |= _DOCS_PATHS
+        self._guarded = frozenset(guarded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the request (or pass it on), then record its status and duration."""
@@ -85,6 +96,9 @@ class FrontDoor:
             elif path == "/healthz" and method == "GET":
                 status = 200
                 await _send(send, 200, _HEALTHZ_BODY, request_id)
+            elif path in self._guarded and not self.service.api_keys.allows(authorization):
+                status = 401
+                await _send(send, 401, _UNAUTHORIZED, request_id, _BEARER_CHALLENGE)
             else:
                 status = await self._pass_on(scope, receive, send, request_id)
         finally:
