@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from inference.admission import Admission, Ticket
 from inference.auth import ApiKeys
 from inference.batching import Batcher, ForwardFailed, Overloaded, ShuttingDown
 from inference.config import Settings
+from inference.emf import EmfMetrics
 from inference.front import FrontDoor
 from inference.metrics import Metrics
 from inference.startup import Startup
@@ -57,6 +59,13 @@ class Service:
         self.metrics = Metrics()
         self.api_keys = ApiKeys(settings.api_keys)
         self.admission = Admission(settings.max_requests_in_flight, settings.max_bytes_in_flight)
+        self.emf = EmfMetrics(
+            namespace=settings.emf_namespace,
+            dimensions=settings.emf_dimension_values,
+            flush_seconds=settings.emf_flush_seconds,
+            enabled=settings.emf_enabled,
+        )
+        self._started = time.perf_counter()
         self.batcher: Batcher | None = None
         self.startup = Startup(settings, self.state, self.metrics, on_ready=self._on_ready)
         self._loader: threading.Thread | None = None
@@ -69,6 +78,8 @@ class Service:
         if torch.get_num_threads() != self.settings.torch_num_threads:
             self._previous_torch_threads = torch.get_num_threads()
             torch.set_num_threads(self.settings.torch_num_threads)
+        self._started = time.perf_counter()
+        self.emf.start()
         self._loader = threading.Thread(
             target=self.startup.run, name="inference-startup", daemon=True
         )
@@ -92,6 +103,7 @@ class Service:
         if self._loader is not None:
             # Long enough for an interrupted download to delete its temporary file.
             self._loader.join(timeout=5)
+        self.emf.stop()
         if self._previous_torch_threads is not None:
             # The thread count is process-wide; leave it as found for whoever else
             # runs torch in this process (tests run several apps in one).
@@ -172,7 +184,7 @@ class Service:
             if self.shows_details(authorization):
                 return _error(500, f"model forward failed: {exc}")
             return _error(500, "model forward failed; the service log says why")
-        return Answer(200, model_prefix(model) + outputs + b"}")
+        return Answer(200, model_prefix(model) + outputs + b"}", examples=len(batch))
 
     def _over_bytes(self) -> Answer:
         self.metrics.refused.labels(reason="bytes").inc()
@@ -190,6 +202,7 @@ class Service:
             max_examples=s.batch_max_size,
             max_wait_seconds=s.batch_max_wait_ms / 1000,
             max_queued=s.max_queued_requests,
+            emf=self.emf,
         )
         with self._lock:
             if self._stopping:
@@ -201,6 +214,7 @@ class Service:
             {"model": p.model, "version": p.version, "sha256": p.sha256, "format": p.format}
         )
         self.metrics.ready.set(1)
+        self.emf.serving(p.model, p.version, time.perf_counter() - self._started)
         self.state.ready(model)
 
 
@@ -224,6 +238,7 @@ class Answer:
     status: int
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    examples: int = 0  # rows predicted (200 only), for the metrics
 
 
 _BEARER_CHALLENGE = ((b"www-authenticate", b"Bearer"),)

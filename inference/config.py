@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.emf import parse_dimensions
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -116,9 +118,16 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # The service's own metrics as CloudWatch EMF lines on stdout (inference.emf).
+    emf_enabled: bool = True
+    emf_namespace: str = Field(default="ModelDeck/Inference", min_length=1, max_length=255)
+    emf_dimensions: str | None = None
+    emf_flush_seconds: Annotated[float, Field(ge=0.1, le=60)] = 1.0
     shutdown_timeout_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
     _api_keys: tuple[str, ...] = PrivateAttr(default=())
+    _emf_dimensions: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -127,6 +136,9 @@ class Settings(BaseSettings):
                 "no model configured: set MODEL_POINTER, MODEL_SSM_PARAMETER or MODEL_POINTER_FILE"
             )
         self._api_keys = _read_api_keys(self.inference_api_keys, self.inference_api_keys_file)
+        self._emf_dimensions = parse_dimensions(self.emf_dimensions)
+        if self.emf_namespace.startswith("AWS/") or not self.emf_namespace.isprintable():
+            raise ValueError(f"EMF_NAMESPACE {self.emf_namespace!r}: AWS/ is reserved for AWS")
         if not self._api_keys:
             # Failing closed: each of these asks for keys; without any, "keys" would
             # silently mean "open".
@@ -151,6 +163,11 @@ class Settings(BaseSettings):
                 f"({self.max_body_bytes}): a request of the allowed size could never be admitted"
             )
         return self
+
+    @property
+    def emf_dimension_values(self) -> dict[str, str]:
+        """EMF_DIMENSIONS parsed: the dimensions added to Model and Version."""
+        return dict(self._emf_dimensions)
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -88,11 +88,14 @@ class FrontDoor:
         if not request_id:
             request_id = f"{self._id_prefix}{next(self._counter):016x}".encode()
         status = 500
+        predicted = False
+        examples = 0
         try:
             if path == "/predict" and method == "POST":
-                status = await self._predict(
+                status, examples = await self._predict(
                     receive, send, request_id, authorization, content_length
                 )
+                predicted = True
             elif path == "/healthz" and method == "GET":
                 status = 200
                 await _send(send, 200, _HEALTHZ_BODY, request_id)
@@ -102,7 +105,10 @@ class FrontDoor:
             else:
                 status = await self._pass_on(scope, receive, send, request_id)
         finally:
-            self._record(method, path, status, time.perf_counter() - started, request_id)
+            elapsed = time.perf_counter() - started
+            if predicted:
+                self.service.emf.request(status, elapsed, examples)
+            self._record(method, path, status, elapsed, request_id)
 
     async def _predict(
         self,
@@ -111,18 +117,19 @@ class FrontDoor:
         request_id: bytes,
         authorization: str | None,
         content_length: str | None,
-    ) -> int:
+    ) -> tuple[int, int]:
+        """Answer and return (status, examples predicted)."""
         try:
             answer = await self.service.predict(authorization, content_length, receive)
         except ClientDisconnect:
-            return CLIENT_CLOSED
+            return CLIENT_CLOSED, 0
         except Exception:
             # What FastAPI's ServerErrorMiddleware would do, as one JSON log line.
             logger.exception("unhandled error in POST /predict", extra={"event": "request_error"})
             await _send(send, 500, _INTERNAL_ERROR, request_id)
-            return 500
+            return 500, 0
         await _send(send, answer.status, answer.body, request_id, answer.headers)
-        return answer.status
+        return answer.status, answer.examples
 
     async def _pass_on(self, scope: Scope, receive: Receive, send: Send, request_id: bytes) -> int:
         status = 500
@@ -155,6 +162,7 @@ class FrontDoor:
         children[0].inc()
         children[1].observe(elapsed)
         if access_logger.isEnabledFor(logging.INFO):
+            model = self.service.state.model
             access_logger.info(
                 "%s %s %d",
                 method,
@@ -166,6 +174,7 @@ class FrontDoor:
                     "path": path,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
+                    "version": model.pointer.version if model is not None else None,
                     "request_id": request_id.decode("latin-1"),
                 },
             )
