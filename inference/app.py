@@ -41,7 +41,15 @@ from inference.front import FrontDoor
 from inference.metrics import Metrics
 from inference.startup import Startup
 from inference.state import LoadedModel, ModelState, Phase, Status
-from inference.validation import InputError, body_may_contain_booleans, parse_json, to_batch
+from inference.validation import (
+    NPY_CONTENT_TYPE,
+    InputError,
+    body_may_contain_booleans,
+    from_npy,
+    is_npy,
+    parse_json,
+    to_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +118,11 @@ class Service:
             torch.set_num_threads(self._previous_torch_threads)
 
     async def predict(
-        self, authorization: str | None, content_length: str | None, receive: Receive
+        self,
+        authorization: str | None,
+        content_length: str | None,
+        receive: Receive,
+        content_type: str | None = None,
     ) -> Answer:
         """Answer one ``POST /predict`` whose body is read from ``receive``.
 
@@ -135,7 +147,9 @@ class Service:
                 f"{self.settings.max_requests_in_flight} requests are in flight; retry shortly",
             )
         try:
-            return await self._admitted(ready, ticket, declared, authorization, receive)
+            return await self._admitted(
+                ready, ticket, declared, authorization, receive, is_npy(content_type)
+            )
         finally:
             self.admission.release(ticket)
 
@@ -153,6 +167,7 @@ class Service:
         declared: int | None,
         authorization: str | None,
         receive: Receive,
+        npy: bool,
     ) -> Answer:
         model, batcher = ready
         limit = self.settings.max_body_bytes
@@ -169,9 +184,9 @@ class Service:
         max_examples = self.settings.max_batch_size
         try:
             if len(body) <= _INLINE_BODY_BYTES:
-                batch = _validate(body, model, max_examples)
+                batch = _validate(body, model, max_examples, npy)
             else:
-                batch = await anyio.to_thread.run_sync(_validate, body, model, max_examples)
+                batch = await anyio.to_thread.run_sync(_validate, body, model, max_examples, npy)
         except InputError as exc:
             return _error(422, str(exc))
         try:
@@ -367,7 +382,17 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+                "description": (
+                    'JSON (the default): `{"inputs": [example, ...]}`. Binary: with '
+                    f"`Content-Type: {NPY_CONTENT_TYPE}`, one array in numpy's .npy format "
+                    "(`numpy.save`), shape `[n, *input.shape]`, exactly the model's input "
+                    "dtype (either byte order); validated like JSON, with the same messages. "
+                    "The answer is JSON either way."
+                ),
+                "content": {
+                    "application/json": {"schema": PredictRequest.model_json_schema()},
+                    NPY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                },
             }
         },
     )
@@ -376,7 +401,10 @@ def create_app(settings: Settings) -> FastAPI:
         # Reached only if the front door is bypassed; it answers POST /predict itself.
         headers = request.headers
         answer = await service.predict(
-            headers.get("authorization"), headers.get("content-length"), request.receive
+            headers.get("authorization"),
+            headers.get("content-length"),
+            request.receive,
+            headers.get("content-type"),
         )
         return _response(answer)
 
@@ -397,7 +425,9 @@ def model_prefix(model: LoadedModel) -> bytes:
     return head[:-1] + b',"outputs":'
 
 
-def _validate(body: bytes, model: LoadedModel, max_examples: int) -> np.ndarray:
+def _validate(body: bytes, model: LoadedModel, max_examples: int, npy: bool) -> np.ndarray:
+    if npy:
+        return from_npy(body, model.pointer.input, max_examples=max_examples)
     return to_batch(
         parse_json(body),
         model.pointer.input,

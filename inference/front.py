@@ -77,6 +77,7 @@ class FrontDoor:
         request_id = None
         authorization = None
         content_length = None
+        content_type = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 request_id = value[:_MAX_REQUEST_ID]
@@ -85,6 +86,8 @@ class FrontDoor:
                     authorization = value.decode("latin-1")
             elif key == b"content-length":
                 content_length = value.decode("latin-1")
+            elif key == b"content-type":
+                content_type = value.decode("latin-1")
         if not request_id:
             request_id = f"{self._id_prefix}{next(self._counter):016x}".encode()
         status = 500
@@ -93,7 +96,7 @@ class FrontDoor:
         try:
             if path == "/predict" and method == "POST":
                 status, examples = await self._predict(
-                    receive, send, request_id, authorization, content_length
+                    receive, send, request_id, authorization, content_length, content_type
                 )
                 predicted = True
             elif path == "/healthz" and method == "GET":
@@ -117,10 +120,13 @@ class FrontDoor:
         request_id: bytes,
         authorization: str | None,
         content_length: str | None,
+        content_type: str | None,
     ) -> tuple[int, int]:
         """Answer and return (status, examples predicted)."""
         try:
-            answer = await self.service.predict(authorization, content_length, receive)
+            answer = await self.service.predict(
+                authorization, content_length, receive, content_type
+            )
         except ClientDisconnect:
             return CLIENT_CLOSED, 0
         except Exception:

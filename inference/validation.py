@@ -18,6 +18,7 @@ Rules (contract section 3):
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import Any
@@ -47,6 +48,90 @@ _FAST_KINDS = {
 
 class InputError(ValueError):
     """The request body is not acceptable; the message names the problem and where."""
+
+
+NPY_CONTENT_TYPE = "application/x-npy"
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_MAX_HEADER = 4096
+
+
+def is_npy(content_type: str | None) -> bool:
+    """Return True when ``content_type`` announces a ``.npy`` body."""
+    return (
+        content_type is not None
+        and content_type.partition(";")[0].strip().lower() == NPY_CONTENT_TYPE
+    )
+
+
+def from_npy(body: bytes, spec: InputSpec, *, max_examples: int) -> np.ndarray:
+    """Return the ``.npy`` array in ``body`` as ``[n, *spec.shape]`` of ``spec.dtype``.
+
+    The binary twin of :func:`to_batch`: the same limits, the same value checks
+    (non-finite numbers, ranges) and, for a wrong shape, the same message the
+    JSON body holding the same array would get. The dtype must be the declared
+    one (either byte order); nothing is converted between kinds. Only numpy's
+    header is parsed (a Python literal, never a pickle).
+    """
+    if not body.startswith(_NPY_MAGIC):
+        raise InputError(f"body: not a .npy array (Content-Type {NPY_CONTENT_TYPE})")
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(stream, max_header_size=_NPY_MAX_HEADER)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(stream, max_header_size=_NPY_MAX_HEADER)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+    except (ValueError, SyntaxError, OSError, TypeError) as exc:
+        raise InputError(f"body: invalid .npy header: {exc}") from None
+    shape, fortran_order, dtype = header
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise InputError(f"body: .npy dtype {dtype.str} is not a plain number or boolean type")
+    expected = np.dtype(NUMPY_DTYPES[spec.dtype])
+    if dtype.kind != expected.kind or dtype.itemsize != expected.itemsize:
+        raise InputError(f"inputs: dtype {dtype.name} does not match the model's {spec.dtype}")
+    if not shape:
+        raise InputError(f"inputs: expected a list of examples, got {_scalar_kind(spec.dtype)}")
+    if shape[0] == 0:
+        raise InputError("inputs: empty batch, send at least one example")
+    if shape[0] > max_examples:
+        raise InputError(
+            f"inputs: {shape[0]} examples exceed the limit of {max_examples} per request"
+        )
+    _check_shape(tuple(shape[1:]), spec)
+    count = math.prod(shape)
+    offset = stream.tell()
+    if len(body) - offset != count * dtype.itemsize:
+        raise InputError(
+            f"body: the .npy data is {len(body) - offset} bytes; shape {tuple(shape)} of "
+            f"{dtype.name} needs {count * dtype.itemsize}"
+        )
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+    array = array.reshape(shape, order="F" if fortran_order else "C")
+    # C-ordered, native byte order; checked like a JSON body's array.
+    checked = _convert_checked(array.astype(expected, order="C", copy=False), spec.dtype)
+    # torch.from_numpy wants a writable array; frombuffer's view of the body is not.
+    return checked if checked.flags.writeable else checked.copy()
+
+
+def _check_shape(example: tuple[int, ...], spec: InputSpec) -> None:
+    # What the JSON walk would say about the first example of this shape.
+    for depth, want in enumerate(spec.shape):
+        where = _path((0,) * (depth + 1))
+        if depth >= len(example):
+            raise InputError(
+                f"{where}: expected a list of {want} items, got {_scalar_kind(spec.dtype)}"
+            )
+        if example[depth] != want:
+            raise InputError(f"{where}: expected a list of {want} items, got {example[depth]}")
+    if len(example) > len(spec.shape):
+        problem = _LEAF_CHECKS[spec.dtype]([])
+        raise InputError(f"{_path((0,) * (len(spec.shape) + 1))}: {problem}")
+
+
+def _scalar_kind(dtype: str) -> str:
+    return "boolean" if dtype == "bool" else "number"
 
 
 def parse_json(body: bytes) -> Any:
