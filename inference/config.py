@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     torch_num_threads: Annotated[int, Field(ge=1, le=1024)] = Field(
         default_factory=_default_cpu_count
     )
+    # How long a thread waiting for the interpreter lock waits before it asks the
+    # running thread to hand it over (sys.setswitchinterval); Python's own is 5 ms.
+    # See docs/inference.md, "Performance".
+    switch_interval_ms: Annotated[float, Field(ge=0.05, le=100)] = 0.5
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

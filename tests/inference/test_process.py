@@ -74,6 +74,7 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
         TORCH_NUM_THREADS="1",
         PYTHONPATH=str(REPO),
         EMF_DIMENSIONS="Environment=process-test",
+        SWITCH_INTERVAL_MS="2",
     )
     log_path = tmp_path / "service.log"
     with log_path.open("wb") as log:
@@ -123,6 +124,8 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
     assert phases["download"]["bytes"] == artifact.size
     assert all(phase["duration_s"] >= 0 for phase in phases.values())
     assert "startup_ready" in events
+    [start] = [line for line in lines if line.get("event") == "service_start"]
+    assert start["switch_interval_ms"] == 2.0
     requests = [line for line in lines if line.get("event") == "request"]
     assert {(r["method"], r["path"], r["status"]) for r in requests} >= {("POST", "/predict", 200)}
     assert {r["version"] for r in requests if r["path"] == "/predict"} == {"1"}
