@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -602,6 +603,21 @@ class Run:
     p50: float
     p99: float
     errors: int = 0
+    # CPU seconds per request during the run: the service process (when a pid was
+    # given) and the load generator. CPU time is what contention moves least.
+    service_cpu: float | None = None
+    load_cpu: float | None = None
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(frozen=True)
@@ -698,8 +714,12 @@ class Wrk:
         seconds: int,
         body: Body | None = None,
         probe: bool = False,
+        pid: int | None = None,
     ) -> tuple[Run, Run | None]:
-        """Load ``path`` (and, with ``probe``, /healthz every 5 ms meanwhile)."""
+        """Load ``path`` (and, with ``probe``, /healthz every 5 ms meanwhile).
+
+        With ``pid``, the run also reports the CPU the service and wrk spent per request.
+        """
         script = self.script(f"load-{connections}", body)
         warm = self.start(port, path, connections=connections, seconds=1, script=script)
         self.result(warm)
@@ -707,8 +727,14 @@ class Wrk:
         if probe:
             paced = self.script("probe", None, delay_ms=5)
             prober = self.start(port, "/healthz", connections=1, seconds=seconds, script=paced)
+        cpu = (process_cpu(pid), children_cpu()) if pid is not None else None
         main = self.start(port, path, connections=connections, seconds=seconds, script=script)
-        return self.result(main), self.result(prober) if prober else None
+        run = self.result(main)
+        if cpu is not None and pid is not None and run.requests_per_second > 0:
+            requests = run.requests_per_second * seconds
+            run.service_cpu = (process_cpu(pid) - cpu[0]) / requests
+            run.load_cpu = (children_cpu() - cpu[1]) / requests
+        return run, self.result(prober) if prober else None
 
 
 def _duration(text: str) -> float:
@@ -736,6 +762,7 @@ class AsyncioClient:
         seconds: int,
         body: Body | None = None,
         probe: bool = False,
+        pid: int | None = None,
     ) -> tuple[Run, Run | None]:
         return asyncio.run(self._run(port, path, connections, seconds, body, probe))
 
@@ -887,6 +914,35 @@ def _rate_over(side: str, baseline: str, r: Round) -> float:
     return rate / base
 
 
+def _cpu_note(batch: BatchResult) -> str:
+    """Where the CPU goes at 64 clients, and the ceiling it puts on this machine."""
+    cpus = len(os.sched_getaffinity(0))
+
+    def median_of(side: str, what: str) -> float:
+        values = [getattr(getattr(r, side), what) for r in batch.rounds]
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else float("nan")
+
+    forward = batch.forward_32 / 32
+    parts = []
+    for side, label in (("on", "JSON"), ("npy", ".npy")):
+        service_cpu, load_cpu = median_of(side, "service_cpu"), median_of(side, "load_cpu")
+        ceiling = cpus / (service_cpu + load_cpu)
+        parts.append(
+            f"{label}: the service {service_cpu * 1e6:.0f} us (of which the forward, at "
+            f"batch 32, {forward * 1e6:.0f} us), wrk {load_cpu * 1e6:.0f} us, so {cpus} "
+            f"CPUs serve at most {ceiling:.0f} req/s = "
+            f"{ceiling / batch.raw_32_examples_per_second:.2f}x the raw forward"
+        )
+    return (
+        f"CPU per request at {CLIENTS} clients (median of the rounds, from /proc and "
+        "getrusage; it moves less with other jobs than throughput does): "
+        + "; ".join(parts)
+        + ". The load generator and the service share the machine's CPUs, so that ceiling "
+        "holds however the work is scheduled."
+    )
+
+
 def measure_batching(
     load: Wrk | AsyncioClient, artifact: Artifact, workdir: Path, seconds: int, rounds: int
 ) -> BatchResult:
@@ -920,8 +976,15 @@ def measure_batching(
             order.append(("off", off.port, json_body))
             for name, port, body in order if turn % 2 == 0 else order[::-1]:
                 probed = name == "on" and turn == 0
+                pid = (on if port == on.port else off).process.pid
                 sides[name], probe = load.run(
-                    port, "/predict", connections=CLIENTS, seconds=seconds, body=body, probe=probed
+                    port,
+                    "/predict",
+                    connections=CLIENTS,
+                    seconds=seconds,
+                    body=body,
+                    probe=probed,
+                    pid=pid,
                 )
                 if probe is not None:
                     runs["probe"] = probe
@@ -1103,6 +1166,8 @@ def build_report(
             f"{ms(batch.rounds[0].npy.p50)}, naive {ms(batch.rounds[0].off.p50)}; /healthz "
             f"p50 under that load {ms(batch.probe.p50)}."
         )
+    if batch is not None:
+        report.notes.append(_cpu_note(batch))
     methods = {r.cache_method for _, r in loads.values()} | {
         s.cache_method for s in starts.values()
     }

@@ -38,6 +38,10 @@ NUMPY_DTYPES: dict[str, type[np.number[Any] | np.bool_]] = {
 }
 _INT_BOUNDS = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
+_FLOAT_LIMITS = {
+    "float32": float(np.finfo(np.float32).max),
+    "float64": _FLOAT64_MAX,
+}
 _FAST_KINDS = {
     "float32": "fiu",
     "float64": "fiu",
@@ -256,6 +260,12 @@ def _convert_checked(array: np.ndarray, dtype: str) -> np.ndarray:
                     raise InputError(f"{_path(index)}: {_show(value)} is out of range for {dtype}")
             return np.array(values, dtype=target).reshape(array.shape)
         array = array.astype(np.float64)
+    if array.dtype.kind == "f" and dtype in _FLOAT_LIMITS and array.size:
+        # The common case in two reductions: min and max are NaN when any element
+        # is, infinite when any is, so bounds that hold mean every check below passes.
+        bound = _FLOAT_LIMITS[dtype]
+        if -bound <= array.min() and array.max() <= bound:
+            return array.astype(target, copy=array.dtype != target)
     if array.dtype.kind == "f":
         finite = np.isfinite(array)
         if not finite.all():
