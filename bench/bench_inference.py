@@ -42,10 +42,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -55,11 +57,13 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: `inference` must be importable
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
@@ -599,11 +604,45 @@ class Run:
     p50: float
     p99: float
     errors: int = 0
+    # CPU seconds per request during the run: the service process (when a pid was
+    # given) and the load generator. CPU time is what contention moves least.
+    service_cpu: float | None = None
+    load_cpu: float | None = None
 
 
-def example_body(features: int, seed: int = 0) -> bytes:
-    row = [((seed * 31 + i * 17) % 100) / 50 - 1 for i in range(features)]
-    return json.dumps({"inputs": [row]}).encode()
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request body and its content type."""
+
+    data: bytes
+    content_type: str
+
+
+def example_row(features: int, seed: int = 0) -> list[float]:
+    return [((seed * 31 + i * 17) % 100) / 50 - 1 for i in range(features)]
+
+
+def example_body(features: int, seed: int = 0) -> Body:
+    """One example as the default JSON body."""
+    return Body(json.dumps({"inputs": [example_row(features, seed)]}).encode(), "application/json")
+
+
+def example_npy(features: int, seed: int = 0) -> Body:
+    """The same example as a binary ``.npy`` body (docs/inference.md)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([example_row(features, seed)], dtype=np.float32))
+    return Body(buffer.getvalue(), "application/x-npy")
 
 
 class Wrk:
@@ -614,13 +653,18 @@ class Wrk:
 
     name = "wrk 4 (one thread, keep-alive)"
 
-    def script(self, name: str, body: bytes | None, delay_ms: int = 0) -> Path:
+    def script(self, name: str, body: Body | None, delay_ms: int = 0) -> Path:
         lines = []
         if body is not None:
+            # Read from a file: a Lua long string would turn CR LF in binary bodies into LF.
+            data = self.workdir / f"{name}.body"
+            data.write_bytes(body.data)
             lines += [
                 'wrk.method = "POST"',
-                'wrk.headers["Content-Type"] = "application/json"',
-                f"wrk.body = [=[{body.decode()}]=]",
+                f'wrk.headers["Content-Type"] = "{body.content_type}"',
+                f'local f = assert(io.open("{data}", "rb"))',
+                "wrk.body = f:read('*a')",
+                "f:close()",
             ]
         if delay_ms:
             lines.append(f"function delay() return {delay_ms} end")
@@ -669,10 +713,14 @@ class Wrk:
         *,
         connections: int,
         seconds: int,
-        body: bytes | None = None,
+        body: Body | None = None,
         probe: bool = False,
+        pid: int | None = None,
     ) -> tuple[Run, Run | None]:
-        """Load ``path`` (and, with ``probe``, /healthz every 5 ms meanwhile)."""
+        """Load ``path`` (and, with ``probe``, /healthz every 5 ms meanwhile).
+
+        With ``pid``, the run also reports the CPU the service and wrk spent per request.
+        """
         script = self.script(f"load-{connections}", body)
         warm = self.start(port, path, connections=connections, seconds=1, script=script)
         self.result(warm)
@@ -680,8 +728,14 @@ class Wrk:
         if probe:
             paced = self.script("probe", None, delay_ms=5)
             prober = self.start(port, "/healthz", connections=1, seconds=seconds, script=paced)
+        cpu = (process_cpu(pid), children_cpu()) if pid is not None else None
         main = self.start(port, path, connections=connections, seconds=seconds, script=script)
-        return self.result(main), self.result(prober) if prober else None
+        run = self.result(main)
+        if cpu is not None and pid is not None and run.requests_per_second > 0:
+            requests = run.requests_per_second * seconds
+            run.service_cpu = (process_cpu(pid) - cpu[0]) / requests
+            run.load_cpu = (children_cpu() - cpu[1]) / requests
+        return run, self.result(prober) if prober else None
 
 
 def _duration(text: str) -> float:
@@ -707,16 +761,17 @@ class AsyncioClient:
         *,
         connections: int,
         seconds: int,
-        body: bytes | None = None,
+        body: Body | None = None,
         probe: bool = False,
+        pid: int | None = None,
     ) -> tuple[Run, Run | None]:
         return asyncio.run(self._run(port, path, connections, seconds, body, probe))
 
     async def _run(
-        self, port: int, path: str, connections: int, seconds: int, body: bytes | None, probe: bool
+        self, port: int, path: str, connections: int, seconds: int, body: Body | None, probe: bool
     ) -> tuple[Run, Run | None]:
         method = "POST" if body is not None else "GET"
-        raw = _raw_request(method, path, body or b"")
+        raw = _raw_request(method, path, body)
         stop = asyncio.Event()
         latencies: list[float] = []
         probes: list[float] = []
@@ -741,7 +796,7 @@ class AsyncioClient:
 
         tasks = [asyncio.create_task(client(False, raw, latencies)) for _ in range(connections)]
         if probe:
-            probe_raw = _raw_request("GET", "/healthz", b"")
+            probe_raw = _raw_request("GET", "/healthz", None)
             tasks.append(asyncio.create_task(client(True, probe_raw, probes)))
         await asyncio.sleep(1)
         counting = True
@@ -760,11 +815,12 @@ class AsyncioClient:
         return main, probe_run
 
 
-def _raw_request(method: str, path: str, body: bytes) -> bytes:
-    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
-    if body:
-        head += "Content-Type: application/json\r\n"
-    return head.encode() + b"\r\n" + body
+def _raw_request(method: str, path: str, body: Body | None) -> bytes:
+    data = body.data if body is not None else b""
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(data)}\r\n"
+    if body is not None:
+        head += f"Content-Type: {body.content_type}\r\n"
+    return head.encode() + b"\r\n" + data
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -822,19 +878,90 @@ def measure_overhead(
 
 
 @dataclass
+class Round:
+    """One round at 64 clients: the raw forward around it and the three services' runs."""
+
+    raw_32: float  # examples/s of the in-process forward at batch 32 (before and after)
+    on: Run  # JSON bodies, batching on (the default service)
+    npy: Run  # .npy bodies, batching on
+    off: Run  # JSON bodies, BATCHING=off: one forward per request (the naive service)
+    batch_sizes: dict[str, float] = field(default_factory=dict)  # mean examples per forward
+
+
+def batch_counters(port: int) -> tuple[float, float]:
+    """(sum, count) of the service's inference_batch_examples histogram."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    found = dict(re.findall(r"^inference_batch_examples_(sum|count) (\S+)$", text, re.MULTILINE))
+    return float(found.get("sum", 0)), float(found.get("count", 0))
+
+
+@dataclass
 class BatchResult:
     forward_1: float
     forward_32: float
-    on: Run
-    off: Run
+    rounds: list[Round]
+    runnable: list[int]  # machine-wide runnable threads, sampled during the 64-client runs
     on_1: Run
     off_1: Run
     probe: Run
     idle_probe: Run
 
+    def median(self, ratio: Callable[[Round], float]) -> float:
+        return statistics.median(ratio(r) for r in self.rounds)
+
+    def median_rate(self, side: str) -> float:
+        return statistics.median(getattr(r, side).requests_per_second for r in self.rounds)
+
     @property
     def raw_32_examples_per_second(self) -> float:
-        return 32 / self.forward_32
+        return statistics.median(r.raw_32 for r in self.rounds)
+
+
+def _rate_over(side: str, baseline: str, r: Round) -> float:
+    """``side``'s requests/s over the baseline's (a run, or the raw examples/s)."""
+    base = r.raw_32 if baseline == "raw_32" else getattr(r, baseline).requests_per_second
+    rate: float = getattr(r, side).requests_per_second
+    return rate / base
+
+
+def _cpu_note(batch: BatchResult) -> str:
+    """Where the CPU goes at 64 clients, and the ceiling it puts on this machine."""
+    cpus = len(os.sched_getaffinity(0))
+
+    def median_of(side: str, what: str) -> float:
+        values = [getattr(getattr(r, side), what) for r in batch.rounds]
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else float("nan")
+
+    forward = batch.forward_32 / 32
+    parts = []
+    for side, label in (("on", "JSON"), ("npy", ".npy")):
+        service_cpu, load_cpu = median_of(side, "service_cpu"), median_of(side, "load_cpu")
+        ceiling = cpus / (service_cpu + load_cpu)
+        parts.append(
+            f"{label}: the service {service_cpu * 1e6:.0f} us (of which the forward, at "
+            f"batch 32, {forward * 1e6:.0f} us), wrk {load_cpu * 1e6:.0f} us, so {cpus} "
+            f"CPUs serve at most {ceiling:.0f} req/s = "
+            f"{ceiling / batch.raw_32_examples_per_second:.2f}x the raw forward"
+        )
+    runnable = statistics.median(batch.runnable) if batch.runnable else float("nan")
+    used = statistics.median(
+        r.on.requests_per_second * ((r.on.service_cpu or 0) + (r.on.load_cpu or 0))
+        for r in batch.rounds
+    )
+    sizes = [r.batch_sizes.get("on") for r in batch.rounds]
+    mean_batch = statistics.median(s for s in sizes if s) if any(sizes) else float("nan")
+    return (
+        f"CPU per request at {CLIENTS} clients (median of the rounds, from /proc and "
+        "getrusage; it moves less with other jobs than throughput does): "
+        + "; ".join(parts)
+        + f". While serving JSON bodies the service and wrk used {used:.2f} of the "
+        f"{cpus} CPUs. Examples per forward pass with JSON bodies "
+        f"(the service's inference_batch_examples): {mean_batch:.1f} on average. "
+        f"Runnable threads machine-wide during the runs (/proc/stat procs_running every "
+        f"100 ms): median {runnable:.0f}, up to 3 of them this benchmark's (event loop, "
+        "forward thread, wrk)."
+    )
 
 
 def measure_batching(
@@ -843,39 +970,102 @@ def measure_batching(
     cache = workdir / "cache-batch"
     seed_cache(cache, artifact)
     forward_1 = forward_seconds(artifact.path, artifact.features, 1, seconds / 2)
-    forward_32 = forward_seconds(artifact.path, artifact.features, 32, seconds / 2)
-    body = example_body(artifact.features)
+    json_body = example_body(artifact.features)
+    npy_body = example_npy(artifact.features)
     env = {"MODEL_POINTER": json.dumps(artifact.pointer()), "MODEL_CACHE_DIR": str(cache)}
     runs: dict[str, Run] = {}
+    measured: list[Round] = []
+    forwards_32: list[float] = []
+
+    def raw_32() -> float:
+        forwards_32.append(forward_seconds(artifact.path, artifact.features, 32, seconds / 2))
+        return 32 / forwards_32[-1]
+
     # Both services run at once (the idle one costs nothing) so that their runs can
-    # alternate: slow drifts of a shared machine then hit both sides alike.
+    # alternate: slow drifts of a shared machine then hit all sides alike. Each round
+    # measures the raw forward right before and after its runs, and every ratio is
+    # taken within a round, then the median over the rounds is reported.
     with (
         service(workdir, "batching-on", BATCHING="on", **env) as on,
         service(workdir, "batching-off", BATCHING="off", **env) as off,
     ):
         runs["idle_probe"], _ = load.run(on.port, "/healthz", connections=1, seconds=seconds)
-        runs["on"], probe = load.run(
-            on.port, "/predict", connections=CLIENTS, seconds=seconds, body=body, probe=True
-        )
-        assert probe is not None
-        runs["probe"] = probe
-        runs["off"], _ = load.run(
-            off.port, "/predict", connections=CLIENTS, seconds=seconds, body=body
-        )
+        sampler = RunQueueSampler()
+        for turn in range(rounds):
+            before = raw_32()
+            sides: dict[str, Run] = {}
+            sizes: dict[str, float] = {}
+            order = [("on", on.port, json_body), ("npy", on.port, npy_body)]
+            order.append(("off", off.port, json_body))
+            for name, port, body in order if turn % 2 == 0 else order[::-1]:
+                probed = name == "on" and turn == 0
+                pid = (on if port == on.port else off).process.pid
+                before_batches = batch_counters(port)
+                with sampler:
+                    sides[name], probe = load.run(
+                        port,
+                        "/predict",
+                        connections=CLIENTS,
+                        seconds=seconds,
+                        body=body,
+                        probe=probed,
+                        pid=pid,
+                    )
+                if probe is not None:
+                    runs["probe"] = probe
+                after_batches = batch_counters(port)
+                forwards = after_batches[1] - before_batches[1]
+                if forwards:
+                    sizes[name] = (after_batches[0] - before_batches[0]) / forwards
+            measured.append(Round(raw_32=(before + raw_32()) / 2, batch_sizes=sizes, **sides))
+        sampler.close()
         # One client: short runs in A-B-B-A order, the median of each side (the
         # difference looked for is small next to the drift of a shared machine).
         singles: dict[str, list[Run]] = {"on_1": [], "off_1": []}
-        for turn in range(2 * rounds):
-            order = [("on_1", on.port), ("off_1", off.port)]
-            for name, port in order if turn % 2 == 0 else order[::-1]:
+        for turn in range(2 * 2):
+            pair = [("on_1", on.port), ("off_1", off.port)]
+            for name, port in pair if turn % 2 == 0 else pair[::-1]:
                 single, _ = load.run(
-                    port, "/predict", connections=1, seconds=min(2, seconds), body=body
+                    port, "/predict", connections=1, seconds=min(2, seconds), body=json_body
                 )
                 singles[name].append(single)
         for name, results in singles.items():
             results.sort(key=lambda r: r.requests_per_second)
             runs[name] = results[len(results) // 2]
-    return BatchResult(forward_1, forward_32, **runs)
+    return BatchResult(forward_1, statistics.median(forwards_32), measured, sampler.samples, **runs)
+
+
+class RunQueueSampler:
+    """While entered, samples how many threads the whole machine has runnable
+    (``procs_running`` in /proc/stat) every 100 ms: other engineers' jobs share
+    these CPUs, and a multi-threaded pipeline loses more to them than the
+    single-threaded raw forward does."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self._active = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> RunQueueSampler:
+        self._active.set()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._active.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._closed.wait(0.1):
+            if self._active.is_set():
+                for line in Path("/proc/stat").read_text().splitlines():
+                    if line.startswith("procs_running "):
+                        # Less this sampling thread, running while it reads.
+                        self.samples.append(int(line.split()[1]) - 1)
 
 
 # --------------------------------------------------------------------------- report
@@ -966,25 +1156,28 @@ def build_report(
             overhead <= 0.0005,
         )
     if batch is not None:
-        ratio = batch.on.requests_per_second / batch.off.requests_per_second
-        report.add(
-            f"batching, {CLIENTS} clients: /predict throughput on vs off",
-            f"{batch.on.requests_per_second:.0f} req/s",
-            f"off {batch.off.requests_per_second:.0f} req/s",
-            ratio,
-            ">= 4x",
-            ratio >= 4,
-        )
         raw = batch.raw_32_examples_per_second
-        ratio = batch.on.requests_per_second / raw
-        report.add(
-            f"batching, {CLIENTS} clients: served examples/s vs raw forward at batch 32",
-            f"{batch.on.requests_per_second:.0f} ex/s",
-            f"raw {raw:.0f} ex/s (forward of 32: {ms(batch.forward_32)})",
-            ratio,
-            ">= 0.5x",
-            ratio >= 0.5,
-        )
+        for side, label in (("on", "JSON"), ("npy", ".npy")):
+            rate = batch.median_rate(side)
+            ratio = batch.median(partial(_rate_over, side, "off"))
+            report.add(
+                f"{CLIENTS} clients, {label} body: /predict throughput vs naive "
+                "(BATCHING=off, JSON)",
+                f"{rate:.0f} req/s",
+                f"naive {batch.median_rate('off'):.0f} req/s",
+                ratio,
+                ">= 6x",
+                ratio >= 6,
+            )
+            ratio = batch.median(partial(_rate_over, side, "raw_32"))
+            report.add(
+                f"{CLIENTS} clients, {label} body: served examples/s vs raw forward at batch 32",
+                f"{rate:.0f} ex/s",
+                f"raw {raw:.0f} ex/s (forward of 32: {ms(batch.forward_32)})",
+                ratio,
+                ">= 0.75x",
+                ratio >= 0.75,
+            )
         ratio = batch.on_1.requests_per_second / batch.off_1.requests_per_second
         report.add(
             "batching, 1 client: throughput on vs off",
@@ -1002,7 +1195,9 @@ def build_report(
             "< 100 ms",
             batch.probe.p99 < 0.1,
         )
-        errors = batch.on.errors + batch.off.errors + batch.probe.errors
+        errors = batch.probe.errors + sum(
+            r.on.errors + r.npy.errors + r.off.errors for r in batch.rounds
+        )
         if errors:
             report.notes.append(f"{errors} requests failed during the batching runs.")
     for start in starts.values():
@@ -1023,10 +1218,19 @@ def build_report(
     if batch is not None:
         report.notes.append(
             f"Batching model forward: {ms(batch.forward_1)} for 1 example, "
-            f"{ms(batch.forward_32)} for 32. /predict p50 at 64 clients: on "
-            f"{ms(batch.on.p50)}, off {ms(batch.off.p50)}; /healthz p50 under that load "
-            f"{ms(batch.probe.p50)}."
+            f"{ms(batch.forward_32)} for 32 (median of the rounds). At {CLIENTS} clients, "
+            "per round (JSON / .npy / naive req/s, raw ex/s): "
+            + "; ".join(
+                f"{r.on.requests_per_second:.0f} / {r.npy.requests_per_second:.0f} / "
+                f"{r.off.requests_per_second:.0f}, raw {r.raw_32:.0f}"
+                for r in batch.rounds
+            )
+            + f". /predict p50 (first round): JSON {ms(batch.rounds[0].on.p50)}, .npy "
+            f"{ms(batch.rounds[0].npy.p50)}, naive {ms(batch.rounds[0].off.p50)}; /healthz "
+            f"p50 under that load {ms(batch.probe.p50)}."
         )
+    if batch is not None:
+        report.notes.append(_cpu_note(batch))
     methods = {r.cache_method for _, r in loads.values()} | {
         s.cache_method for s in starts.values()
     }
@@ -1058,8 +1262,12 @@ def render(report: Report, profile: Profile, load_name: str) -> str:
         f"stacks of 4096x4096 layers; downloads use {PART_SIZE // MiB} MiB parts, "
         f"{CONCURRENCY} at a time (moto reads the whole object for every ranged GET, so "
         "small parts would measure moto). Serving overhead: TorchScript MLP 64-256-256-10; "
-        "batching: MLP 512-2048-2048-2048-10, one example per request, both services "
-        "running at once; one client: median of 4 alternating 2 s runs per side. Ratios compare "
+        "batching: MLP 512-2048-2048-2048-10, one example per request, the batching "
+        "service and the naive one (BATCHING=off: one forward per request, JSON) running at "
+        f"once, {profile.rounds} rounds of {CLIENTS}-client runs (JSON body, .npy body, naive) in "
+        "alternating order with the raw in-process forward at batch 32 measured right before "
+        "and after each round; every ratio is taken within a round and the median of the "
+        "rounds is shown; one client: median of 4 alternating 2 s runs per side. Ratios compare "
         "against a baseline from the same run, so they travel between machines better "
         "than the absolute numbers; other jobs on a shared machine move both."
     )
@@ -1073,11 +1281,36 @@ def render(report: Report, profile: Profile, load_name: str) -> str:
             "",
             *(f"- {note}" for note in report.notes),
             "",
+            READING_SERVING,
+            "",
             READING,
             *([_page_reporting()] if _page_reporting() else []),
             "",
         ]
     )
+
+
+READING_SERVING = """\
+How to read the 64-client rows (issue 11: at least 0.75x the raw forward at batch
+32 and at least 6x the naive service; neither is met here). The raw forward is
+one thread with a CPU to itself. The service needs two busy threads, the event
+loop (HTTP, validation, the access line, the metrics) and the forward thread,
+and on this 2-CPU machine wrk runs beside them. The CPU note above gives what
+each costs per request: about 300 us of serving work around each example plus
+wrk's 33 us, so even if nothing ever waited, the two CPUs could serve only about
+1.0x the raw forward's rate. 0.75x therefore needs three quarters of the second
+CPU's time to go to the forward thread's partner work with no gaps at all; the
+service used 1.43 of the 2 CPUs and reached 0.67-0.69x. The `.npy` body saves
+about 40 us of the event loop's work per request (validation 57 -> 15 us), a few
+per cent of the total, so JSON and `.npy` land within the spread between rounds.
+The earlier table (2026-11-24) had 0.68x and 6.2x; the code before this change,
+run against the new in the same conditions today (4 alternating rounds each),
+gave the same ratios (batching 0.52x vs 0.53x of the raw forward, naive 0.14x vs
+0.13x), so the lower batching-over-naive ratio comes from the machine on the
+day (the naive service, one 2 ms forward per request, loses less when the
+machine is busy), not from the change. Closing the gap needs less work per
+request on the event loop (most of the 300 us is uvicorn's and asyncio's own
+handling of a request) or more CPUs than this machine has."""
 
 
 READING = """\
@@ -1178,7 +1411,7 @@ def run(profile: Profile, parts: set[str]) -> str:
         if "batch" in parts:
             step("batching and health under load")
             wide = save(Mlp([512, 2048, 2048, 2048, 10]), workdir, "mlp", 512)
-            batch = measure_batching(load_gen, wide, workdir, profile.seconds, rounds=2)
+            batch = measure_batching(load_gen, wide, workdir, profile.seconds, profile.rounds)
         step("done")
         report = build_report(profile, load_gen.name, loads, starts, serve, batch)
         return render(report, profile, load_gen.name)

@@ -36,6 +36,10 @@ def main() -> int:
     # The *_created series double the exposition for no use on a dashboard.
     prometheus_client.disable_created_metrics()
     app = create_app(settings)
+    # A forward runs without the interpreter lock, but the batcher needs it back
+    # to hand the results over; with Python's 5 ms default it waited that long
+    # behind a busy event loop (docs/inference.md, "Performance").
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     logger.info(
         "starting on %s:%d",
         settings.host,
@@ -47,6 +51,7 @@ def main() -> int:
             "batch_max_wait_ms": settings.batch_max_wait_ms,
             "torch_num_threads": settings.torch_num_threads,
             "api_keys": len(settings.api_keys),
+            "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         },
     )
     # Importing torch and friends leaves ~200k long-lived objects that every full

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,14 +32,24 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
+from inference.admission import Admission, Ticket
 from inference.auth import ApiKeys
 from inference.batching import Batcher, ForwardFailed, Overloaded, ShuttingDown
 from inference.config import Settings
+from inference.emf import EmfMetrics
 from inference.front import FrontDoor
 from inference.metrics import Metrics
 from inference.startup import Startup
 from inference.state import LoadedModel, ModelState, Phase, Status
-from inference.validation import InputError, body_may_contain_booleans, parse_json, to_batch
+from inference.validation import (
+    NPY_CONTENT_TYPE,
+    InputError,
+    body_may_contain_booleans,
+    from_npy,
+    is_npy,
+    parse_json,
+    to_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +66,14 @@ class Service:
         self.state = ModelState()
         self.metrics = Metrics()
         self.api_keys = ApiKeys(settings.api_keys)
+        self.admission = Admission(settings.max_requests_in_flight, settings.max_bytes_in_flight)
+        self.emf = EmfMetrics(
+            namespace=settings.emf_namespace,
+            dimensions=settings.emf_dimension_values,
+            flush_seconds=settings.emf_flush_seconds,
+            enabled=settings.emf_enabled,
+        )
+        self._started = time.perf_counter()
         self.batcher: Batcher | None = None
         self.startup = Startup(settings, self.state, self.metrics, on_ready=self._on_ready)
         self._loader: threading.Thread | None = None
@@ -67,6 +86,8 @@ class Service:
         if torch.get_num_threads() != self.settings.torch_num_threads:
             self._previous_torch_threads = torch.get_num_threads()
             torch.set_num_threads(self.settings.torch_num_threads)
+        self._started = time.perf_counter()
+        self.emf.start()
         self._loader = threading.Thread(
             target=self.startup.run, name="inference-startup", daemon=True
         )
@@ -90,38 +111,82 @@ class Service:
         if self._loader is not None:
             # Long enough for an interrupted download to delete its temporary file.
             self._loader.join(timeout=5)
+        self.emf.stop()
         if self._previous_torch_threads is not None:
             # The thread count is process-wide; leave it as found for whoever else
             # runs torch in this process (tests run several apps in one).
             torch.set_num_threads(self._previous_torch_threads)
 
     async def predict(
-        self, authorization: str | None, content_length: str | None, receive: Receive
+        self,
+        authorization: str | None,
+        content_length: str | None,
+        receive: Receive,
+        content_type: str | None = None,
     ) -> Answer:
         """Answer one ``POST /predict`` whose body is read from ``receive``.
 
-        Checks in the documented order: key, readiness, body size, JSON and
-        validation, queue, forward. Raises ClientDisconnect when the client goes
-        away before its body has arrived.
+        Checks in the documented order: key, readiness, body size, requests and
+        bytes in flight, JSON and validation, queue, forward. Raises
+        ClientDisconnect when the client goes away before its body has arrived.
         """
         if not self.api_keys.allows(authorization):
             return _error(401, "missing or invalid API key", _BEARER_CHALLENGE)
         ready = self.ready()
         if ready is None:
-            return _not_ready(self.state.status)
+            return _not_ready(self.state.status, details=self.shows_details(authorization))
+        limit = self.settings.max_body_bytes
+        declared = int(content_length) if content_length and content_length.isdigit() else None
+        if declared is not None and declared > limit:
+            return _error(413, f"request body exceeds {limit} bytes")
+        ticket = self.admission.enter()
+        if ticket is None:
+            self.metrics.refused.labels(reason="requests").inc()
+            return _unavailable(
+                "overloaded",
+                f"{self.settings.max_requests_in_flight} requests are in flight; retry shortly",
+            )
+        try:
+            return await self._admitted(
+                ready, ticket, declared, authorization, receive, is_npy(content_type)
+            )
+        finally:
+            self.admission.release(ticket)
+
+    def shows_details(self, authorization: str | None) -> bool:
+        """Return True when errors may carry their internal details (ERROR_DETAILS)."""
+        mode = self.settings.error_details
+        if mode == "full":
+            return True
+        return mode == "keys" and self.api_keys.enabled and self.api_keys.allows(authorization)
+
+    async def _admitted(
+        self,
+        ready: tuple[LoadedModel, Batcher],
+        ticket: Ticket,
+        declared: int | None,
+        authorization: str | None,
+        receive: Receive,
+        npy: bool,
+    ) -> Answer:
         model, batcher = ready
         limit = self.settings.max_body_bytes
-        if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-            return _error(413, f"request body exceeds {limit} bytes")
-        body = await _read_limited(receive, limit)
+        if declared is not None and not self.admission.reserve(ticket, declared):
+            return self._over_bytes()
+        # Without a Content-Length (chunked), bytes are reserved as they arrive.
+        budget = None if declared is not None else (self.admission, ticket)
+        try:
+            body = await _read_limited(receive, limit, budget)
+        except _OverBudget:
+            return self._over_bytes()
         if body is None:
             return _error(413, f"request body exceeds {limit} bytes")
         max_examples = self.settings.max_batch_size
         try:
             if len(body) <= _INLINE_BODY_BYTES:
-                batch = _validate(body, model, max_examples)
+                batch = _validate(body, model, max_examples, npy)
             else:
-                batch = await anyio.to_thread.run_sync(_validate, body, model, max_examples)
+                batch = await anyio.to_thread.run_sync(_validate, body, model, max_examples, npy)
         except InputError as exc:
             return _error(422, str(exc))
         try:
@@ -131,8 +196,17 @@ class Service:
         except ShuttingDown:
             return _unavailable("shutting_down", "the instance is shutting down")
         except ForwardFailed as exc:
-            return _error(500, f"model forward failed: {exc}")
-        return Answer(200, model_prefix(model) + outputs + b"}")
+            if self.shows_details(authorization):
+                return _error(500, f"model forward failed: {exc}")
+            return _error(500, "model forward failed; the service log says why")
+        return Answer(200, model_prefix(model) + outputs + b"}", examples=len(batch))
+
+    def _over_bytes(self) -> Answer:
+        self.metrics.refused.labels(reason="bytes").inc()
+        return _unavailable(
+            "overloaded",
+            f"{self.settings.max_bytes_in_flight} bytes of requests are in flight; retry shortly",
+        )
 
     def _on_ready(self, model: LoadedModel) -> None:
         s = self.settings
@@ -143,6 +217,7 @@ class Service:
             max_examples=s.batch_max_size,
             max_wait_seconds=s.batch_max_wait_ms / 1000,
             max_queued=s.max_queued_requests,
+            emf=self.emf,
         )
         with self._lock:
             if self._stopping:
@@ -154,6 +229,7 @@ class Service:
             {"model": p.model, "version": p.version, "sha256": p.sha256, "format": p.format}
         )
         self.metrics.ready.set(1)
+        self.emf.serving(p.model, p.version, time.perf_counter() - self._started)
         self.state.ready(model)
 
 
@@ -177,6 +253,7 @@ class Answer:
     status: int
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    examples: int = 0  # rows predicted (200 only), for the metrics
 
 
 _BEARER_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
@@ -247,6 +324,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await anyio.to_thread.run_sync(service.shutdown)
 
+    docs_off = settings.docs_access == "off"
     app = FastAPI(
         title="ModelDeck inference",
         summary="Serves the promoted version of one PyTorch model.",
@@ -256,6 +334,10 @@ def create_app(settings: Settings) -> FastAPI:
         # OpenTelemetry, left on, asks the global providers on every request
         # whether anyone is listening, before any middleware runs.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # DOCS_ACCESS=off: no /docs, /redoc or /openapi.json at all (404).
+        docs_url=None if docs_off else "/docs",
+        redoc_url=None if docs_off else "/redoc",
+        openapi_url=None if docs_off else "/openapi.json",
     )
     app.state.service = service
     app.add_middleware(FrontDoor, service=service)
@@ -267,11 +349,12 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["probes"], responses={503: {"model": NotReady}})
-    async def readyz(service: ServiceDep) -> Response:
+    async def readyz(request: Request, service: ServiceDep) -> Response:
         """Answer 200 once the model is loaded, verified and warmed up; else 503 with why."""
         ready = service.ready()
         if ready is None:
-            return _response(_not_ready(service.state.status))
+            details = service.shows_details(request.headers.get("authorization"))
+            return _response(_not_ready(service.state.status, details=details))
         model, _ = ready
         return JSONResponse(
             {"status": "ready", "model": model.pointer.model, "version": model.pointer.version}
@@ -283,11 +366,12 @@ def create_app(settings: Settings) -> FastAPI:
         response_model=VersionResponse,
         responses={503: {"model": NotReady}},
     )
-    async def version(service: ServiceDep) -> Response:
+    async def version(request: Request, service: ServiceDep) -> Response:
         """Describe the loaded model: name, version, SHA-256, format, load time."""
         ready = service.ready()
         if ready is None:
-            return _response(_not_ready(service.state.status))
+            details = service.shows_details(request.headers.get("authorization"))
+            return _response(_not_ready(service.state.status, details=details))
         return JSONResponse(ready[0].version_info())
 
     @app.post(
@@ -298,7 +382,17 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+                "description": (
+                    'JSON (the default): `{"inputs": [example, ...]}`. Binary: with '
+                    f"`Content-Type: {NPY_CONTENT_TYPE}`, one array in numpy's .npy format "
+                    "(`numpy.save`), shape `[n, *input.shape]`, exactly the model's input "
+                    "dtype (either byte order); validated like JSON, with the same messages. "
+                    "The answer is JSON either way."
+                ),
+                "content": {
+                    "application/json": {"schema": PredictRequest.model_json_schema()},
+                    NPY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                },
             }
         },
     )
@@ -307,14 +401,20 @@ def create_app(settings: Settings) -> FastAPI:
         # Reached only if the front door is bypassed; it answers POST /predict itself.
         headers = request.headers
         answer = await service.predict(
-            headers.get("authorization"), headers.get("content-length"), request.receive
+            headers.get("authorization"),
+            headers.get("content-length"),
+            request.receive,
+            headers.get("content-type"),
         )
         return _response(answer)
 
-    @app.get("/metrics", tags=["probes"], response_class=Response)
-    async def metrics(service: ServiceDep) -> Response:
-        """Prometheus text exposition of the instance's metrics."""
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_access != "off":
+
+        @app.get("/metrics", tags=["probes"], response_class=Response)
+        async def metrics(service: ServiceDep) -> Response:
+            """Prometheus text exposition of the instance's metrics."""
+            registry = service.metrics.registry
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -325,7 +425,9 @@ def model_prefix(model: LoadedModel) -> bytes:
     return head[:-1] + b',"outputs":'
 
 
-def _validate(body: bytes, model: LoadedModel, max_examples: int) -> np.ndarray:
+def _validate(body: bytes, model: LoadedModel, max_examples: int, npy: bool) -> np.ndarray:
+    if npy:
+        return from_npy(body, model.pointer.input, max_examples=max_examples)
     return to_batch(
         parse_json(body),
         model.pointer.input,
@@ -334,7 +436,13 @@ def _validate(body: bytes, model: LoadedModel, max_examples: int) -> np.ndarray:
     )
 
 
-async def _read_limited(receive: Receive, limit: int) -> bytes | None:
+class _OverBudget(Exception):
+    """A body without Content-Length grew past the bytes in flight allowed."""
+
+
+async def _read_limited(
+    receive: Receive, limit: int, budget: tuple[Admission, Ticket] | None = None
+) -> bytes | None:
     # Content-Length can be absent (chunked) or wrong, so the bytes are counted too.
     chunks: list[bytes] = []
     size = 0
@@ -346,6 +454,8 @@ async def _read_limited(receive: Receive, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             return None
+        if budget is not None and not budget[0].reserve(budget[1], len(chunk)):
+            raise _OverBudget()
         if not message.get("more_body", False):
             if not chunks:
                 return bytes(chunk)
@@ -363,10 +473,26 @@ def _error(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = 
     return Answer(status, orjson.dumps({"detail": detail}), headers)
 
 
-def _not_ready(status: Status) -> Answer:
+_PHASE_DETAILS = {
+    Phase.RESOLVING: "resolving the model pointer",
+    Phase.DOWNLOADING: "downloading the model",
+    Phase.VERIFYING: "verifying the model",
+    Phase.LOADING: "loading the model",
+}
+
+
+def _not_ready(status: Status, *, details: bool) -> Answer:
+    # Without details only fixed words leave: the phase, and for a failure its cause
+    # code; the reason itself (bucket, key, ARNs, AWS's message) stays in the log.
+    if details:
+        detail = status.detail
+    elif status.phase is Phase.FAILED:
+        detail = f"the model cannot be served ({status.cause}); the service log says why"
+    else:
+        detail = _PHASE_DETAILS.get(status.phase, status.phase.value)
     return Answer(
         503,
-        orjson.dumps({"status": status.phase.value, "detail": status.detail}),
+        orjson.dumps({"status": status.phase.value, "detail": detail}),
         () if status.phase is Phase.FAILED else _RETRY_SOON,
     )
 

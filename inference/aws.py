@@ -117,6 +117,13 @@ def translate_error(exc: Exception, *, what: str, not_found: str) -> Exception:
             return TransientError(detail)
         if code in _NOT_FOUND_CODES or code.endswith("NotFound") or status == 404:
             return StartupFailure(not_found, detail)
+        if code == "InvalidObjectState":
+            # A 403 too, but no permission fixes it: the object is in an archive tier.
+            return StartupFailure(
+                "object_archived", f"{detail} (restore the object or copy it to a readable class)"
+            )
+        if code == "InvalidKeyId":
+            return StartupFailure("kms_key_invalid", detail)
         if status == 403 or "AccessDenied" in code:
             return StartupFailure("access_denied", detail)
         return StartupFailure("aws_error", detail)

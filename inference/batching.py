@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from inference.emf import EmfMetrics
 from inference.loader import forward_error_summary
 from inference.metrics import Metrics
 from inference.outputs import NotSplittable, UnsupportedOutput, encode_split, encode_whole
@@ -71,9 +72,11 @@ class Batcher:
         max_examples: int,
         max_wait_seconds: float,
         max_queued: int,
+        emf: EmfMetrics | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
+        self.emf = emf
         self.enabled = enabled
         self.max_examples = max_examples
         self.max_wait_seconds = max_wait_seconds
@@ -203,6 +206,8 @@ class Batcher:
 
     def _forward(self, inputs: np.ndarray, requests: int, encode: Callable[[Any], T]) -> T:
         self.metrics.batch_examples.observe(inputs.shape[0])
+        if self.emf is not None:
+            self.emf.batch(inputs.shape[0])
         self.metrics.batch_requests.observe(requests)
         self.metrics.forward_in_progress.set(1)
         started = time.perf_counter()

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.emf import parse_dimensions
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -40,6 +42,14 @@ def _verify_mode(value: object) -> object:
             return "off"
         return text
     return value
+
+
+Access = Literal["open", "keys", "off"]
+Details = Literal["full", "keys", "off"]
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 def _default_cpu_count() -> int:
@@ -84,6 +94,14 @@ class Settings(BaseSettings):
 
     inference_api_keys: str | None = None
     inference_api_keys_file: Path | None = None
+    # Hardening (docs/inference.md, "Running exposed"): all default to the open
+    # behaviour of a development instance.
+    require_api_keys: bool = False
+    metrics_access: Annotated[Access, BeforeValidator(_lower)] = "open"
+    docs_access: Annotated[Access, BeforeValidator(_lower)] = "open"
+    error_details: Annotated[Details, BeforeValidator(_lower)] = "full"
+    max_requests_in_flight: Annotated[int, Field(ge=1)] = 1024
+    max_bytes_in_flight: Annotated[int, Field(ge=1024)] = 256 * MiB
 
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
@@ -98,11 +116,22 @@ class Settings(BaseSettings):
     torch_num_threads: Annotated[int, Field(ge=1, le=1024)] = Field(
         default_factory=_default_cpu_count
     )
+    # How long a thread waiting for the interpreter lock waits before it asks the
+    # running thread to hand it over (sys.setswitchinterval); Python's own is 5 ms.
+    # See docs/inference.md, "Performance".
+    switch_interval_ms: Annotated[float, Field(ge=0.05, le=100)] = 0.5
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # The service's own metrics as CloudWatch EMF lines on stdout (inference.emf).
+    emf_enabled: bool = True
+    emf_namespace: str = Field(default="ModelDeck/Inference", min_length=1, max_length=255)
+    emf_dimensions: str | None = None
+    emf_flush_seconds: Annotated[float, Field(ge=0.1, le=60)] = 1.0
     shutdown_timeout_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
     _api_keys: tuple[str, ...] = PrivateAttr(default=())
+    _emf_dimensions: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -111,7 +140,38 @@ class Settings(BaseSettings):
                 "no model configured: set MODEL_POINTER, MODEL_SSM_PARAMETER or MODEL_POINTER_FILE"
             )
         self._api_keys = _read_api_keys(self.inference_api_keys, self.inference_api_keys_file)
+        self._emf_dimensions = parse_dimensions(self.emf_dimensions)
+        if self.emf_namespace.startswith("AWS/") or not self.emf_namespace.isprintable():
+            raise ValueError(f"EMF_NAMESPACE {self.emf_namespace!r}: AWS/ is reserved for AWS")
+        if not self._api_keys:
+            # Failing closed: each of these asks for keys; without any, "keys" would
+            # silently mean "open".
+            needs = [
+                name
+                for name, wanted in (
+                    ("REQUIRE_API_KEYS=true", self.require_api_keys),
+                    ("METRICS_ACCESS=keys", self.metrics_access == "keys"),
+                    ("DOCS_ACCESS=keys", self.docs_access == "keys"),
+                    ("ERROR_DETAILS=keys", self.error_details == "keys"),
+                )
+                if wanted
+            ]
+            if needs:
+                raise ValueError(
+                    f"{', '.join(needs)} but no API key is configured: "
+                    "set INFERENCE_API_KEYS or INFERENCE_API_KEYS_FILE"
+                )
+        if self.max_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(
+                f"MAX_BYTES_IN_FLIGHT ({self.max_bytes_in_flight}) is below MAX_BODY_BYTES "
+                f"({self.max_body_bytes}): a request of the allowed size could never be admitted"
+            )
         return self
+
+    @property
+    def emf_dimension_values(self) -> dict[str, str]:
+        """EMF_DIMENSIONS parsed: the dimensions added to Model and Version."""
+        return dict(self._emf_dimensions)
 
     @property
     def api_keys(self) -> tuple[str, ...]:

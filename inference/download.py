@@ -176,6 +176,13 @@ def _fetch_part(
                     "size_mismatch",
                     f"{where} is shorter than the pointer's size {pointer.size}: {translated}",
                 )
+            elif (
+                isinstance(translated, StartupFailure) and "MethodNotAllowed" in translated.message
+            ):
+                # S3's answer to a GET of a version that is a delete marker.
+                translated = StartupFailure(
+                    "object_not_found", f"{where} is a delete marker, not an object: {translated}"
+                )
             raise translated from exc
         if len(data) != part.length:
             # A body cut short without an exception: a dropped connection, retry it.

@@ -40,6 +40,9 @@ _MAX_CACHED_LABELS = 256
 _JSON_TYPE = (b"content-type", b"application/json")
 _HEALTHZ_BODY = b'{"status":"ok"}'
 _INTERNAL_ERROR = b'{"detail":"internal error"}'
+_UNAUTHORIZED = b'{"detail":"missing or invalid API key"}'
+_BEARER_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
+_DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 class FrontDoor:
@@ -54,6 +57,14 @@ class FrontDoor:
         # system call for randomness on every request.
         self._id_prefix = secrets.token_hex(8)
         self._counter = itertools.count(1)
+        settings = service.settings
+        # Paths that METRICS_ACCESS=keys / DOCS_ACCESS=keys put behind the API keys.
+        guarded: set[str] = set()
+        if settings.metrics_access == "keys":
+            guarded.add("/metrics")
+        if settings.docs_access == "keys":
+            guarded |= _DOCS_PATHS
+        self._guarded = frozenset(guarded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the request (or pass it on), then record its status and duration."""
@@ -66,6 +77,7 @@ class FrontDoor:
         request_id = None
         authorization = None
         content_length = None
+        content_type = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 request_id = value[:_MAX_REQUEST_ID]
@@ -74,21 +86,32 @@ class FrontDoor:
                     authorization = value.decode("latin-1")
             elif key == b"content-length":
                 content_length = value.decode("latin-1")
+            elif key == b"content-type":
+                content_type = value.decode("latin-1")
         if not request_id:
             request_id = f"{self._id_prefix}{next(self._counter):016x}".encode()
         status = 500
+        predicted = False
+        examples = 0
         try:
             if path == "/predict" and method == "POST":
-                status = await self._predict(
-                    receive, send, request_id, authorization, content_length
+                status, examples = await self._predict(
+                    receive, send, request_id, authorization, content_length, content_type
                 )
+                predicted = True
             elif path == "/healthz" and method == "GET":
                 status = 200
                 await _send(send, 200, _HEALTHZ_BODY, request_id)
+            elif path in self._guarded and not self.service.api_keys.allows(authorization):
+                status = 401
+                await _send(send, 401, _UNAUTHORIZED, request_id, _BEARER_CHALLENGE)
             else:
                 status = await self._pass_on(scope, receive, send, request_id)
         finally:
-            self._record(method, path, status, time.perf_counter() - started, request_id)
+            elapsed = time.perf_counter() - started
+            if predicted:
+                self.service.emf.request(status, elapsed, examples)
+            self._record(method, path, status, elapsed, request_id)
 
     async def _predict(
         self,
@@ -97,18 +120,22 @@ class FrontDoor:
         request_id: bytes,
         authorization: str | None,
         content_length: str | None,
-    ) -> int:
+        content_type: str | None,
+    ) -> tuple[int, int]:
+        """Answer and return (status, examples predicted)."""
         try:
-            answer = await self.service.predict(authorization, content_length, receive)
+            answer = await self.service.predict(
+                authorization, content_length, receive, content_type
+            )
         except ClientDisconnect:
-            return CLIENT_CLOSED
+            return CLIENT_CLOSED, 0
         except Exception:
             # What FastAPI's ServerErrorMiddleware would do, as one JSON log line.
             logger.exception("unhandled error in POST /predict", extra={"event": "request_error"})
             await _send(send, 500, _INTERNAL_ERROR, request_id)
-            return 500
+            return 500, 0
         await _send(send, answer.status, answer.body, request_id, answer.headers)
-        return answer.status
+        return answer.status, answer.examples
 
     async def _pass_on(self, scope: Scope, receive: Receive, send: Send, request_id: bytes) -> int:
         status = 500
@@ -141,6 +168,7 @@ class FrontDoor:
         children[0].inc()
         children[1].observe(elapsed)
         if access_logger.isEnabledFor(logging.INFO):
+            model = self.service.state.model
             access_logger.info(
                 "%s %s %d",
                 method,
@@ -152,6 +180,7 @@ class FrontDoor:
                     "path": path,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
+                    "version": model.pointer.version if model is not None else None,
                     "request_id": request_id.decode("latin-1"),
                 },
             )

@@ -1,8 +1,8 @@
 """One JSON document per log line, for CloudWatch Logs Insights and friends.
 
-Fields passed with ``extra={...}`` become top-level keys. A traceback, when
-there is one, goes into the ``exc`` field of the same line, so one event is
-always one line.
+Fields passed with ``extra={...}`` become top-level keys (``_document``: the
+whole line). A traceback, when there is one, goes into the ``exc`` field of
+the same line, so one event is always one line.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as ``{"ts", "level", "logger", "msg", ...extra, "exc"?}``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Return the record as one line of JSON."""
+        """Return the record as one line of JSON.
+
+        A record with a ``_document`` dict (``extra={"_document": {...}}``) is
+        written as exactly that document: an EMF line must keep its own shape.
+        """
+        raw = record.__dict__.get("_document")
+        if isinstance(raw, dict):
+            return orjson.dumps(raw).decode()
         document: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,

@@ -70,6 +70,12 @@ class Metrics:
         self.model_info = Info(
             "inference_model", "The model version this instance serves.", registry=r
         )
+        self.refused = Counter(
+            "inference_requests_refused",
+            "Requests refused with 503 at the in-flight bounds, by the bound reached.",
+            ["reason"],
+            registry=r,
+        )
         self.ready = Gauge("inference_ready", "1 once the model is ready to serve.", registry=r)
         self.startup_phase_seconds = Gauge(
             "inference_startup_phase_duration_seconds",

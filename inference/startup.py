@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inference.aws import RetryPolicy, Stopped, read_parameter, s3_client, ssm_client
 from inference.cache import CachedFile, ModelCache, file_sha256
@@ -25,6 +26,10 @@ from inference.loader import load_module, warm_up
 from inference.metrics import Metrics
 from inference.pointer import Pointer, parse_pointer
 from inference.state import LoadedModel, ModelState, Phase
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ssm import SSMClient
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +44,14 @@ class Startup:
         metrics: Metrics,
         *,
         on_ready: Callable[[LoadedModel], None],
+        ssm: SSMClient | None = None,
+        s3: S3Client | None = None,
     ) -> None:
+        """``ssm`` and ``s3`` are the clients to use; by default built from ``settings``
+        when first needed (a pointer from MODEL_POINTER never builds an SSM client)."""
         self.settings = settings
+        self.ssm = ssm
+        self.s3 = s3
         self.state = state
         self.metrics = metrics
         self.on_ready = on_ready
@@ -125,7 +136,7 @@ class Startup:
             return parse_pointer(s.model_pointer, source="MODEL_POINTER")
         if s.model_ssm_parameter:
             name = s.model_ssm_parameter
-            value = read_parameter(ssm_client(s), name, self.policy)
+            value = read_parameter(self.ssm or ssm_client(s), name, self.policy)
             return parse_pointer(value, source=f"SSM parameter {name}")
         assert s.model_pointer_file is not None  # the settings refuse having none of the three
         try:
@@ -196,7 +207,7 @@ class Startup:
     def _download(self, cache: ModelCache, pointer: Pointer) -> Path:
         s = self.settings
         where = f"s3://{pointer.bucket}/{pointer.key} version {pointer.s3_version_id}"
-        client = s3_client(s)
+        client = self.s3 or s3_client(s)
 
         def progress(done: int) -> None:
             self.state.enter(Phase.DOWNLOADING, f"{done} of {pointer.size} bytes from {where}")

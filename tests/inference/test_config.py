@@ -46,6 +46,11 @@ def test_defaults(monkeypatch):
         ("MAX_BODY_BYTES", "-5", "MAX_BODY_BYTES: Input should be greater than or equal to 1024"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
         (
+            "SWITCH_INTERVAL_MS",
+            "0",
+            "SWITCH_INTERVAL_MS: Input should be greater than or equal to 0.05",
+        ),
+        (
             "MODEL_CACHE_VERIFY",
             "sometimes",
             "MODEL_CACHE_VERIFY: Input should be 'full', 'stamp' or 'off'",

@@ -73,6 +73,8 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
         MODEL_CACHE_DIR=str(tmp_path / "cache"),
         TORCH_NUM_THREADS="1",
         PYTHONPATH=str(REPO),
+        EMF_DIMENSIONS="Environment=process-test",
+        SWITCH_INTERVAL_MS="2",
     )
     log_path = tmp_path / "service.log"
     with log_path.open("wb") as log:
@@ -122,9 +124,21 @@ def test_serves_from_ssm_pointer_and_exits_cleanly_on_sigterm(moto_endpoint, art
     assert phases["download"]["bytes"] == artifact.size
     assert all(phase["duration_s"] >= 0 for phase in phases.values())
     assert "startup_ready" in events
+    [start] = [line for line in lines if line.get("event") == "service_start"]
+    assert start["switch_interval_ms"] == 2.0
     requests = [line for line in lines if line.get("event") == "request"]
     assert {(r["method"], r["path"], r["status"]) for r in requests} >= {("POST", "/predict", 200)}
-    assert not [line for line in lines if line["level"] == "ERROR"]
+    assert {r["version"] for r in requests if r["path"] == "/predict"} == {"1"}
+    assert not [line for line in lines if line.get("level") == "ERROR"]
+    # The metrics, as EMF lines on the same stdout: the load time once, then the
+    # predictions (the window left at SIGTERM is written on the way out).
+    emf = [line for line in lines if "_aws" in line]
+    assert all(
+        (line["Environment"], line["Model"], line["Version"]) == ("process-test", "probe", "1")
+        for line in emf
+    )
+    assert len([line for line in emf if "ModelLoadTime" in line]) == 1
+    assert sum(line.get("Predictions", 0) for line in emf) == 3
 
 
 def wait_ready(http: httpx.Client, process: subprocess.Popen, log_path: Path) -> httpx.Response:
