@@ -56,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
             "request_id": uuid.uuid4().hex,
         }
         # As the inference service writes them (docs/inference.md): two dimension
-        # sets, a count and a histogram with its exact statistic set.
+        # sets, a count and the latencies of the interval as an array.
         emf = {
             "_aws": {
                 "Timestamp": int(time.time() * 1000),
@@ -78,14 +78,8 @@ class Handler(BaseHTTPRequestHandler):
             "Model": "iris",
             "Version": VERSION,
             "Predictions": 3,
-            "PredictionLatency": {
-                "Values": [1.0, 2.0, 30.0],
-                "Counts": [1, 1, 1],
-                "Min": 0.9,
-                "Max": 30.5,
-                "Count": 3,
-                "Sum": 33.5,
-            },
+            # A plain array, as AWS's EMF specification allows and inference/emf.py writes.
+            "PredictionLatency": [1.0, 2.0, 30.0],
         }
         print(json.dumps(line), flush=True)
         print(json.dumps(emf), flush=True)

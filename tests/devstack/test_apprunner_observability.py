@@ -288,12 +288,12 @@ def test_stand_in_ships_app_runner_logs_and_metrics(clean_aws: str, tmp_path: Pa
             assert metric_values(cw, "ModelDeck/Inference", "Predictions", model, "Sum", since) == [
                 45.0
             ]
-            # The histogram's exact statistic set, not its bins, makes the stored one.
+            # Every value of the lines' arrays (15 lines of [1, 2, 30]) is one sample.
             for stat, expected in (
                 ("SampleCount", 45.0),
-                ("Sum", 502.5),
-                ("Maximum", 30.5),
-                ("Minimum", 0.9),
+                ("Sum", 495.0),
+                ("Maximum", 30.0),
+                ("Minimum", 1.0),
             ):
                 assert metric_values(
                     cw, "ModelDeck/Inference", "PredictionLatency", per_version, stat, since
