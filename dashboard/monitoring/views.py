@@ -57,9 +57,11 @@ def _aws_status(exc: AwsError) -> int:
 def metrics_page(request: HttpRequest, model: str, environment: str) -> HttpResponse:
     env = _environment_or_404(model, environment)
     try:
-        identity = environment_service(environment=env)
+        service = environment_service(environment=env)
     except catalog.NotAServiceArn as exc:
-        return _problem(request, "No App Runner service", str(exc), 409)
+        return _problem(request, "No service to monitor", str(exc), 409)
+    except AwsError as exc:
+        return _problem(request, "ECS is not answering", str(exc), _aws_status(exc))
     preset = request.GET.get("range", catalog.DEFAULT_RANGE)
     if preset not in catalog.RANGES and preset != "custom":
         preset = catalog.DEFAULT_RANGE
@@ -68,7 +70,7 @@ def metrics_page(request: HttpRequest, model: str, environment: str) -> HttpResp
         "monitoring/metrics.html",
         {
             "environment": env,
-            "identity": identity,
+            "service": service,
             "ranges": catalog.RANGES.values(),
             "range": preset,
             "data_url": reverse("monitoring-metrics-data", args=[model, environment]),
@@ -153,6 +155,7 @@ def logs_page(request: HttpRequest, model: str, environment: str) -> HttpRespons
             end=query["end"],
             next_token=request.GET.get("next") or None,
         )
+        service = environment_service(environment=env)  # read (and cached) by logs_read
     except (ValueError, catalog.NotAServiceArn) as exc:
         return _problem(request, "Cannot show these logs", str(exc), 400)
     except AwsError as exc:
@@ -173,6 +176,10 @@ def logs_page(request: HttpRequest, model: str, environment: str) -> HttpRespons
             "next_token": result.next_token,
             "rows_url": reverse("monitoring-logs-rows", args=[model, environment]),
             "streams_url": reverse("monitoring-logs-streams", args=[model, environment]),
+            "has_service_logs": service.logs is not None and service.logs.service_group is not None,
+            "log_group": service.logs.application_group if service.logs else "",
+            "log_prefix": service.logs.application_prefix if service.logs else "",
+            "service_label": service.label,
             "tail_after": max((line.timestamp for line in result.lines), default=0)
             or int(query["start"].timestamp() * 1000),
         },
@@ -186,7 +193,7 @@ def logs_streams(request: HttpRequest, model: str, environment: str) -> HttpResp
     env = _environment_or_404(model, environment)
     try:
         return JsonResponse(logview.stream_names(environment=env))
-    except catalog.NotAServiceArn as exc:
+    except (ValueError, catalog.NotAServiceArn) as exc:
         return JsonResponse({"detail": str(exc)}, status=400)
     except AwsError as exc:
         return JsonResponse({"detail": f"CloudWatch Logs: {exc}"}, status=_aws_status(exc))
