@@ -281,6 +281,7 @@ def settings_page(request: HttpRequest, model: str, environment: str) -> HttpRes
         states_error = ""
     except AwsError as exc:
         states, states_error = [], str(exc)
+    alarm_source = _alarm_source(env)
     return render(
         request,
         "monitoring/settings.html",
@@ -291,8 +292,32 @@ def settings_page(request: HttpRequest, model: str, environment: str) -> HttpRes
             "can_edit": can_edit,
             "states": states,
             "states_error": states_error,
+            "alarm_source": alarm_source,
         },
         status=400 if request.method == "POST" else 200,
+    )
+
+
+def _alarm_source(environment: Environment) -> str:
+    """What the alarms watch for this environment's kind of service, in words."""
+    try:
+        service = environment_service(environment=environment)
+    except (catalog.NotAServiceArn, AwsError) as exc:
+        return f"The environment's service could not be read, so no alarms can be written: {exc}"
+    if service.platform == "apprunner":
+        return (
+            "They read App Runner's own metrics (AWS/AppRunner Requests, 5xxStatusResponses, "
+            "RequestLatency)."
+        )
+    if service.source("Requests") is None:
+        return (
+            f"The {service.label} has no Application Load Balancer target group: it publishes "
+            "no request metrics, so alarms cannot be turned on (CPU and memory are charted)."
+        )
+    return (
+        f"The {service.label} is watched through its load balancer: AWS/ApplicationELB "
+        "RequestCount, HTTPCode_Target_5XX_Count and TargetResponseTime (p99, in ms) of its "
+        "target group(s). ECS's own deployment alarms (Express canaries) are separate."
     )
 
 

@@ -848,3 +848,12 @@ def test_ecs_describes_report_what_monitoring_reads(stubbed: dict[str, Stubber])
     info = ecs.describe_service(cluster=CLUSTER, service=SERVICE)
     assert info.load_balancers == (ecs.LoadBalancerRef(TG_BLUE, TG_GREEN, "inference"),)
     stub.assert_no_pending_responses()
+
+
+def test_ecs_settings_page_says_what_the_alarms_watch(
+    env: Environment, classic: Classic, signed_in: Any
+) -> None:
+    page = signed_in("admin").get("/models/iris/environments/staging/monitoring/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="alarm-source"' in html and "HTTPCode_Target_5XX_Count" in html
