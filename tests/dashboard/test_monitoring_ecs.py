@@ -857,3 +857,106 @@ def test_ecs_settings_page_says_what_the_alarms_watch(
     assert page.status_code == 200
     html = page.content.decode()
     assert 'id="alarm-source"' in html and "HTTPCode_Target_5XX_Count" in html
+
+
+# --- The local stack on the ECS target -----------------------------------------------------
+
+
+def test_local_ecs_stand_in_gives_the_pages_real_numbers_and_lines(
+    aws: str, db: Any, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in's ECS view (MODELDECK_DEVSTACK_TARGET=ecs_express) reports
+    an awslogs group and a managed load balancer, and its shipper publishes
+    under those names: the dashboard's discovery finds them, the requests sent
+    show up in the charts (latency in ms from the pre-computed percentiles)
+    and their lines in the logs."""
+    import sys
+
+    import httpx
+
+    from devstack.apprunner.config import parse_config
+    from devstack.apprunner.observability import CloudWatchShipper
+    from devstack.apprunner.server import run_in_background
+
+    config = parse_config(
+        {
+            "region": "us-east-1",
+            "account_id": "000000000000",
+            "state_dir": str(tmp_path / "apprunner"),
+            "services": [
+                {
+                    "name": "iris-staging",
+                    "port": 0,
+                    "command": [
+                        sys.executable,
+                        str(Path(__file__).parents[1] / "devstack" / "observed_instance.py"),
+                    ],
+                    "env": {"VERSION": "1.0"},
+                    "health_check_path": "/readyz",
+                    "health_check_interval_seconds": 0.1,
+                    "health_check_timeout_seconds": 20,
+                    "stop_grace_seconds": 2,
+                }
+            ],
+        }
+    )
+    shipper = CloudWatchShipper(
+        endpoint_url=aws, region="us-east-1", metrics_seconds=60, logs_seconds=60, ecs=True
+    )
+    started = timezone.now()
+    with run_in_background(config, shipper=shipper) as running:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", running.endpoint_url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_APPRUNNER", running.endpoint_url)
+        reset_clients()
+        env = _environment(
+            running.ecs_service_arns["iris-staging"],
+            Environment.Target.ECS_EXPRESS,
+            tmp_path,
+            settings,
+        )
+        settings.CLOUDWATCH_PERCENTILES_NAMESPACE = "DevStack/Percentiles"
+        from tests.dashboard.conftest import wait_running
+
+        wait_running(running.service_arns["iris-staging"])
+        with httpx.Client() as http:
+            for code in [200] * 5 + [500]:
+                url = running.service_urls["iris-staging"]
+                assert http.get(f"{url}/status/{code}").status_code == code
+        service = selectors.environment_service(environment=env)
+        assert service.source("Requests") is not None and service.logs is not None
+        window = metrics.window_custom(
+            start=started - dt.timedelta(minutes=2),
+            end=timezone.now() + dt.timedelta(minutes=1),
+            period=60,
+        )
+        # The stand-in counts a request as its response goes out, maybe just
+        # after the client has it: ship and look until all six are in.
+        deadline = time.monotonic() + 20
+        while True:
+            shipper.flush()
+            cache.clear()
+            data = metrics.metrics_page_data(environment=env, window=window)
+            counted = sum(v for v in series(data, "requests", "Requests") if v)
+            if counted >= 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert not any("load balancer" in note for note in data["notes"])
+        assert sum(v for v in series(data, "requests", "Requests") if v) == 6.0
+        assert sum(v for v in series(data, "status", "5xx") if v) == 1.0
+        p99 = [v for v in series(data, "latency", "p99") if v is not None]
+        assert p99 and all(0 < v < 1000 for v in p99)  # ms, from the ALB's seconds
+        deadline = time.monotonic() + 20
+        while True:  # the instance's lines reach the stand-in asynchronously too
+            shipper.flush()
+            lines = logview.logs_read(
+                environment=env,
+                start=started - dt.timedelta(minutes=1),
+                end=timezone.now() + dt.timedelta(minutes=1),
+            ).lines
+            requests = sum(1 for line in lines if line.kind == "request")
+            if requests >= 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert sum(1 for line in lines if line.kind == "request") == 6
+        assert {line.stream.rsplit("/", 1)[0] for line in lines} == {"inference/main"}
+    reset_clients()
