@@ -424,34 +424,28 @@ def target_group_dimension(arn: str) -> str:
     return suffix
 
 
+# What changes on ECS: the request charts' wording (the load balancer measures
+# them), tasks instead of instances, and no concurrency (App Runner only).
+_ECS_HELP = {
+    "requests": "Requests the load balancer sent to the service's target group, per period.",
+    "latency": "Time from the load balancer sending a request to the service until the "
+    "response headers came back (TargetResponseTime).",
+}
+_ECS_TASKS = ChartDef(
+    "instances",
+    "Tasks",
+    "tasks",
+    (
+        SeriesDef("ActiveInstances", "Maximum", "Healthy tasks"),
+        SeriesDef("RunningTasks", "Average", "Running tasks"),
+    ),
+    "Healthy tasks: the load balancer's healthy targets. Running tasks: ECS's count, "
+    "published only with Container Insights on the cluster.",
+)
 ECS_CHARTS: tuple[ChartDef, ...] = tuple(
-    chart
-    for chart in (
-        replace(
-            c,
-            help="Requests the load balancer sent to the service's target group, per period."
-            if c.id == "requests"
-            else "Time from the load balancer sending a request to the service until the "
-            "response headers came back (TargetResponseTime)."
-            if c.id == "latency"
-            else c.help,
-        )
-        if c.id != "instances"
-        else ChartDef(
-            "instances",
-            "Tasks",
-            "tasks",
-            (
-                SeriesDef("ActiveInstances", "Maximum", "Healthy tasks"),
-                SeriesDef("RunningTasks", "Average", "Running tasks"),
-            ),
-            "Healthy tasks: the load balancer's healthy targets. Running tasks: ECS's "
-            "count, published only with Container Insights on the cluster.",
-        )
-        for c in CHARTS
-    )
-    # App Runner's concurrency has no ECS counterpart.
-    if chart.id != "concurrency"
+    _ECS_TASKS if c.id == "instances" else replace(c, help=_ECS_HELP.get(c.id, c.help))
+    for c in CHARTS
+    if c.id != "concurrency"
 )
 
 
