@@ -35,6 +35,7 @@ from dashboard.deployments.models import Environment
 from dashboard.deployments.targets.ecs import PIN_VARIABLE
 from dashboard.monitoring import catalog
 from dashboard.monitoring.catalog import LogLayout, MonitoredService, NotAServiceArn
+from dashboard.monitoring.shared import shared_answer
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +62,25 @@ def monitored_service(*, environment: Environment) -> MonitoredService:
     if environment.target not in (Environment.Target.ECS, Environment.Target.ECS_EXPRESS):
         raise NotAServiceArn(f"the deploy target {environment.target!r} has no monitoring")
     key = _key(environment)
-    with contextlib.suppress(Exception):  # the cache is an optimisation only
-        found = cache.get(key)
-        if isinstance(found, MonitoredService):
-            return found
-    service, complete = _ecs_service(environment)
-    with contextlib.suppress(Exception):
-        cache.set(key, service, DISCOVERY_SECONDS if complete else DISCOVERY_RETRY_SECONDS)
-    return service
+
+    partial: list[bool] = []
+
+    def compute() -> MonitoredService:
+        service, complete = _ecs_service(environment)
+        if not complete:
+            partial.append(True)
+        return service
+
+    # Concurrent misses (many open pages) wait for one lookup instead of each
+    # asking ECS.
+    found, _cached = shared_answer(key, DISCOVERY_SECONDS, compute)
+    if partial:
+        with contextlib.suppress(Exception):  # part of it failed: look again sooner
+            cache.set(key, found, DISCOVERY_RETRY_SECONDS)
+    if not isinstance(found, MonitoredService):  # a stale shape from another version
+        monitored_service_forget(environment=environment)
+        return _ecs_service(environment)[0]
+    return found
 
 
 def monitored_service_forget(*, environment: Environment) -> None:

@@ -11,19 +11,16 @@ twenty open pages cost CloudWatch what one costs.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
 from dashboard.aws import cloudwatch
@@ -38,6 +35,7 @@ from dashboard.monitoring.selectors import (
     inference_dimensions,
     versions_in_window,
 )
+from dashboard.monitoring.shared import shared_answer
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +43,6 @@ logger = logging.getLogger(__name__)
 # and hourly data for 455 days; nothing older exists.
 MAX_AGE = dt.timedelta(days=455)
 MAX_POINTS_PER_SERIES = 1440
-_LOCK_WAIT_SECONDS = 10.0
 
 
 class WindowError(ValueError):
@@ -136,44 +133,6 @@ def window_custom(
 
 
 # --- The shared cache -----------------------------------------------------------
-
-
-def shared_answer(key: str, ttl: int, compute: Callable[[], Any]) -> tuple[Any, bool]:
-    """``compute()`` once per ``key`` and ``ttl`` across every web process.
-
-    Returns (answer, whether it came from the cache). While one process
-    computes, the others wait (up to 10 s) for its answer instead of computing
-    it too. A failure is not cached: the next request tries again. Without a
-    working cache (Redis down) every request computes its own answer.
-    """
-    try:
-        found = cache.get(key)
-        if found is not None:
-            return found, True
-        lock = f"{key}:lock"
-        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-        while not cache.add(lock, 1, timeout=30):
-            time.sleep(0.05)
-            found = cache.get(key)
-            if found is not None:
-                return found, True
-            if time.monotonic() > deadline:
-                break  # the holder is stuck or dead: answer ourselves
-        found = cache.get(key)
-        if found is not None:
-            cache.delete(lock)
-            return found, True
-    except Exception as exc:  # the cache is an optimisation, never a dependency
-        logger.warning("monitoring cache unavailable, asking CloudWatch directly: %s", exc)
-        return compute(), False
-    try:
-        answer = compute()
-        with contextlib.suppress(Exception):
-            cache.set(key, answer, max(1, ttl))
-        return answer, False
-    finally:
-        with contextlib.suppress(Exception):
-            cache.delete(lock)
 
 
 def _key(*parts: Any) -> str:

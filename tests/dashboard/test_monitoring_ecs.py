@@ -960,3 +960,51 @@ def test_local_ecs_stand_in_gives_the_pages_real_numbers_and_lines(
         assert sum(1 for line in lines if line.kind == "request") == 6
         assert {line.stream.rsplit("/", 1)[0] for line in lines} == {"inference/main"}
     reset_clients()
+
+
+def test_an_unreadable_load_balancer_leaves_the_request_charts_out_with_a_note(
+    stubbed: dict[str, Stubber], db: Any, tmp_path: Path, settings: Any
+) -> None:
+    env = _environment(SERVICE, Environment.Target.ECS, tmp_path, settings, s3=False)
+    stubbed["ecs"].add_response(
+        "describe_services",
+        {
+            "services": [
+                {
+                    "serviceArn": SERVICE,
+                    "serviceName": "modeldeck-iris-production",
+                    "taskDefinition": "modeldeck-iris-production:4",
+                    "loadBalancers": [{"targetGroupArn": TG_BLUE, "containerName": "inference"}],
+                }
+            ],
+            "failures": [],
+        },
+        {"cluster": CLUSTER, "services": [SERVICE]},
+    )
+    stubbed["ecs"].add_response(
+        "describe_task_definition",
+        {
+            "taskDefinition": {
+                "taskDefinitionArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/x:4",
+                "containerDefinitions": [
+                    {"name": "inference", "image": "inference:abc", "essential": True}
+                ],
+            }
+        },
+        {"taskDefinition": "modeldeck-iris-production:4"},
+    )
+    stubbed["elbv2"].add_client_error(
+        "describe_target_groups",
+        service_error_code="AccessDenied",
+        http_status_code=403,
+        expected_params={"TargetGroupArns": [TG_BLUE]},
+    )
+    service = selectors.environment_service(environment=env)
+    assert service.source("Requests") is None and service.source("CPUUtilization") is not None
+    assert "could not be read" in service.notes[0] and "AccessDenied" in service.notes[0]
+    # No awslogs driver: the logs say why instead of reading nothing.
+    assert service.logs is None and "awslogs" in service.logs_problem
+    with pytest.raises(logview.LogQueryError, match="no CloudWatch Logs for the ECS service"):
+        logview.log_source(environment=env, stream="application")
+    for stubber in stubbed.values():
+        stubber.assert_no_pending_responses()
