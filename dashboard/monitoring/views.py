@@ -107,7 +107,9 @@ def metrics_data(request: HttpRequest, model: str, environment: str) -> HttpResp
     except (metrics.WindowError, catalog.NotAServiceArn) as exc:
         return JsonResponse({"detail": str(exc)}, status=400)
     except AwsError as exc:
-        return JsonResponse({"detail": f"CloudWatch: {exc}"}, status=_aws_status(exc))
+        # GetMetricData, or looking up an ECS service's load balancer and logs.
+        where = "CloudWatch" if exc.operation == "GetMetricData" else "AWS"
+        return JsonResponse({"detail": f"{where}: {exc}"}, status=_aws_status(exc))
     response = JsonResponse(data)
     response["Cache-Control"] = "private, no-store"
     return response

@@ -1008,3 +1008,21 @@ def test_an_unreadable_load_balancer_leaves_the_request_charts_out_with_a_note(
         logview.log_source(environment=env, stream="application")
     for stubber in stubbed.values():
         stubber.assert_no_pending_responses()
+
+
+def test_ecs_not_answering_is_a_503_that_says_so(
+    stubbed: dict[str, Stubber], express_env: Environment, signed_in: Any
+) -> None:
+    for _ in range(2):  # the page, then its data
+        stubbed["ecs"].add_client_error(
+            "describe_express_gateway_service",
+            service_error_code="ThrottlingException",
+            http_status_code=400,
+        )
+    client = signed_in("viewer")
+    page = client.get("/models/iris/environments/staging/metrics/")
+    assert page.status_code == 503 and "ECS is not answering" in page.content.decode()
+    data = client.get("/models/iris/environments/staging/metrics/data?range=1h")
+    assert data.status_code == 503
+    assert data.json()["detail"].startswith("AWS: DescribeExpressGatewayService")
+    stubbed["ecs"].assert_no_pending_responses()
