@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +35,6 @@ from dashboard.monitoring.selectors import (
     versions_in_window,
 )
 from dashboard.monitoring.shared import shared_answer
-
-logger = logging.getLogger(__name__)
 
 # CloudWatch keeps one-minute data for 15 days, five-minute data for 63 days
 # and hourly data for 455 days; nothing older exists.
@@ -132,7 +129,7 @@ def window_custom(
     )
 
 
-# --- The shared cache -----------------------------------------------------------
+# --- Cache keys (answers are shared through monitoring.shared.shared_answer) -----
 
 
 def _key(*parts: Any) -> str:

@@ -42,7 +42,7 @@ def shared_answer(key: str, ttl: int, compute: Callable[[], Any]) -> tuple[Any, 
             cache.delete(lock)
             return found, True
     except Exception as exc:  # the cache is an optimisation, never a dependency
-        logger.warning("monitoring cache unavailable, asking CloudWatch directly: %s", exc)
+        logger.warning("monitoring cache unavailable, asking AWS directly: %s", exc)
         return compute(), False
     try:
         answer = compute()
