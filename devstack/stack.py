@@ -413,8 +413,14 @@ def up(ports: Ports, state_dir: Path) -> int:
                     str(config_path),
                     "--port",
                     str(ports.apprunner),
-                    # Logs and metrics to the embedded CloudWatch, as App Runner does.
+                    # Logs and metrics to the embedded CloudWatch, as App Runner does
+                    # (or as ECS and its load balancer do, for the ECS target).
                     "--cloudwatch",
+                    *(
+                        ["--ecs-names"]
+                        if os.environ.get("MODELDECK_DEVSTACK_TARGET") == "ecs_express"
+                        else []
+                    ),
                 ],
                 env,
             )

@@ -101,6 +101,10 @@ class ExpressConfiguration:
     health_check_path: str
     endpoints: tuple[str, ...]  # PUBLIC first, as ECS reports them (no scheme)
     created_at: dt.datetime | None
+    task_definition_arn: str = ""
+    # The primary container's awslogs destination (awsLogsConfiguration).
+    log_group: str = ""
+    log_stream_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,16 @@ class ExpressService:
 
 
 @dataclass(frozen=True)
+class LoadBalancerRef:
+    """One of a service's ``loadBalancers``: the target group ECS registers its
+    tasks in (and, for blue/green, the alternate one traffic moves to)."""
+
+    target_group_arn: str
+    alternate_target_group_arn: str = ""
+    container_name: str = ""
+
+
+@dataclass(frozen=True)
 class ServiceInfo:
     """A classic ECS service (DescribeServices)."""
 
@@ -131,6 +145,7 @@ class ServiceInfo:
     task_definition: str
     current_deployment: str
     deployment_controller: str  # ECS, CODE_DEPLOY, EXTERNAL
+    load_balancers: tuple[LoadBalancerRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,17 +217,26 @@ class ServiceRevisionInfo:
     arn: str
     task_definition: str
     created_at: dt.datetime | None
+    # What ECS provisioned for an Express revision (ecsManagedResources'
+    # ingress paths): its load balancer(s) and target groups, by ARN.
+    managed_load_balancer_arns: tuple[str, ...] = ()
+    managed_target_group_arns: tuple[str, ...] = ()
 
 
 def _express_configuration(raw: dict[str, Any]) -> ExpressConfiguration:
     paths = list(raw.get("ingressPaths") or [])
     paths.sort(key=lambda p: p.get("accessType") != "PUBLIC")
+    container = dict(raw.get("primaryContainer") or {})
+    logs = container.get("awsLogsConfiguration") or {}
     return ExpressConfiguration(
         revision_arn=str(raw.get("serviceRevisionArn", "")),
-        primary_container=dict(raw.get("primaryContainer") or {}),
+        primary_container=container,
         health_check_path=str(raw.get("healthCheckPath", "")),
         endpoints=tuple(str(p["endpoint"]) for p in paths if p.get("endpoint")),
         created_at=raw.get("createdAt"),
+        task_definition_arn=str(raw.get("taskDefinitionArn", "")),
+        log_group=str(logs.get("logGroup", "")),
+        log_stream_prefix=str(logs.get("logStreamPrefix", "")),
     )
 
 
@@ -319,6 +343,18 @@ def describe_service(*, cluster: str, service: str) -> ServiceInfo:
         task_definition=str(raw.get("taskDefinition", "")),
         current_deployment=str(raw.get("currentServiceDeployment", "")),
         deployment_controller=str((raw.get("deploymentController") or {}).get("type", "ECS")),
+        load_balancers=tuple(
+            LoadBalancerRef(
+                target_group_arn=str(lb.get("targetGroupArn", "")),
+                alternate_target_group_arn=str(
+                    (lb.get("advancedConfiguration") or {}).get("alternateTargetGroupArn", "")
+                ),
+                container_name=str(lb.get("containerName", "")),
+            )
+            for lb in raw.get("loadBalancers") or []
+            # Classic Load Balancers (loadBalancerName only) have no target group.
+            if lb.get("targetGroupArn")
+        ),
     )
 
 
@@ -427,14 +463,24 @@ def describe_service_revisions(*, revision_arns: list[str]) -> list[ServiceRevis
         response = _ecs().describe_service_revisions(serviceRevisionArns=revision_arns[:20])
     except Exception as exc:
         raise _translate(exc, operation="DescribeServiceRevisions") from exc
-    return [
-        ServiceRevisionInfo(
-            arn=str(raw.get("serviceRevisionArn", "")),
-            task_definition=str(raw.get("taskDefinition", "")),
-            created_at=raw.get("createdAt"),
-        )
-        for raw in response.get("serviceRevisions") or []
-    ]
+    return [_service_revision(raw) for raw in response.get("serviceRevisions") or []]
+
+
+def _service_revision(raw: dict[str, Any]) -> ServiceRevisionInfo:
+    balancers: list[str] = []
+    groups: list[str] = []
+    for path in (raw.get("ecsManagedResources") or {}).get("ingressPaths") or []:
+        arn = (path.get("loadBalancer") or {}).get("arn")
+        if arn:
+            balancers.append(str(arn))
+        groups += [str(g["arn"]) for g in path.get("targetGroups") or [] if g.get("arn")]
+    return ServiceRevisionInfo(
+        arn=str(raw.get("serviceRevisionArn", "")),
+        task_definition=str(raw.get("taskDefinition", "")),
+        created_at=raw.get("createdAt"),
+        managed_load_balancer_arns=tuple(dict.fromkeys(balancers)),
+        managed_target_group_arns=tuple(dict.fromkeys(groups)),
+    )
 
 
 def stop_service_deployment(*, deployment_arn: str) -> None:

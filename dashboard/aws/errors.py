@@ -88,6 +88,9 @@ _NOT_FOUND_CODES = {
     "ServiceNotFoundException",
     "ClusterNotFoundException",
     "ServiceDeploymentNotFoundException",
+    # Elastic Load Balancing
+    "TargetGroupNotFound",
+    "LoadBalancerNotFound",
 }
 
 

@@ -169,6 +169,9 @@ OPERATIONS: dict[str, tuple[Need, ...]] = {
     "cloudwatch:DeleteAlarms": (Need("cloudwatch:DeleteAlarms", "alarm"),),
     # The monitoring page's "test alarm" button, AWS's way to test an alarm's action.
     "cloudwatch:SetAlarmState": (Need("cloudwatch:SetAlarmState", "alarm"),),
+    # Elastic Load Balancing: an ECS service's target group -> its load balancer,
+    # for the AWS/ApplicationELB metrics (no resource-level permission in IAM).
+    "elbv2:DescribeTargetGroups": (Need("elasticloadbalancing:DescribeTargetGroups", "*"),),
     # CloudWatch Logs: the logs page, of either kind of service.
     "logs:FilterLogEvents": (
         Need("logs:FilterLogEvents", "apprunner-logs"),

@@ -80,8 +80,9 @@ class LogsQuery(Schema):
     end: str | None = Field(None, description="ISO 8601 (default: now)")
     stream: str = Field(
         "application",
-        description="application (every instance), service (App Runner's events and "
-        "deployments) or one stream name (instance/..., events, deployment/<operation-id>)",
+        description="application (every instance or task), service (App Runner's events and "
+        "deployments; ECS has none) or one stream name (instance/..., events, "
+        "deployment/<operation-id>; on ECS <prefix>/<container>/<task-id>)",
         max_length=512,
     )
     next: str | None = Field(None, description="The next token of the previous answer")

@@ -5,8 +5,9 @@
   including view needs nothing else. ``alarms_context`` gives the same data to
   a view that prefers to render it inline (``monitoring/_alarm_states.html``).
 - ``monitoring/_deployment.html`` (a deployment's before/after comparison,
-  its ``deployment/<operation-id>`` log stream and the application logs of its
-  time window): include it with ``deployment`` in the context; likewise
+  its ``deployment/<operation-id>`` log stream (App Runner only: ECS writes
+  none) and the application logs of its time window): include it with
+  ``deployment`` in the context; likewise
   ``deployment_monitoring_context`` for inline rendering
   (``monitoring/_deployment_monitoring.html``).
 """
@@ -23,7 +24,7 @@ from django.utils import timezone
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.models import Deployment, Environment
 from dashboard.monitoring import catalog, logview, metrics
-from dashboard.monitoring.selectors import alarm_states
+from dashboard.monitoring.selectors import alarm_states, environment_service
 
 DEPLOYMENT_LOG_LINES = 100
 
@@ -55,19 +56,34 @@ def deployment_monitoring_context(*, deployment: Deployment) -> dict[str, Any]:
     environment = deployment.environment
     context: dict[str, Any] = {"deployment": deployment, "environment": environment}
     try:
-        catalog.service_identity(environment.service_arn)
+        service = environment_service(environment=environment)
     except catalog.NotAServiceArn as exc:
         context["problem"] = str(exc)
         return context
+    except AwsError as exc:
+        context["problem"] = f"The service could not be read: {exc}"
+        return context
+    context["service_label"] = service.label
     try:
         context["comparison"] = metrics.deployment_comparison(deployment=deployment)
-    except AwsError as exc:
+    except (AwsError, ValueError) as exc:
         context["comparison_error"] = str(exc)
     began = deployment.started_at or deployment.created_at
     ended = deployment.finished_at or timezone.now()
     window_start = began - dt.timedelta(minutes=1)
     window_end = ended + dt.timedelta(minutes=2)
-    if deployment.operation_id:
+    if service.logs is None:
+        context["application_logs_error"] = f"No CloudWatch Logs: {service.logs_problem}"
+        context["window_start"], context["window_end"] = window_start, window_end
+        return context
+    if service.logs.service_group is None:
+        # ECS writes no log stream per deployment (App Runner's deployment/<op>):
+        # the rollout's own record is the service deployment the page shows.
+        context["no_deployment_stream"] = (
+            f"The {service.label} writes no log stream per deployment (App Runner's "
+            "deployment/<operation-id>); what the tasks printed during it is below."
+        )
+    elif deployment.operation_id:
         stream = f"deployment/{deployment.operation_id}"
         context["deployment_stream"] = stream
         context["deployment_logs_url"] = _logs_url(

@@ -5,6 +5,11 @@ log group: what the inference instances print), ``service`` (App Runner's
 service log group: ``events`` and ``deployment/<operation-id>``), or one
 stream by name (``instance/...`` in the application group, anything else in
 the service group). Newest first; ``next`` pages to older lines.
+
+An ECS service has only the application's log group (wherever its container's
+awslogs driver writes, streams ``<prefix>/<container>/<task-id>``): every
+stream name is read there, and ``service`` is refused (ECS keeps its service
+events in DescribeServices, not in CloudWatch Logs).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import orjson
 
 from dashboard.aws import logs
 from dashboard.deployments.models import Environment
-from dashboard.monitoring.catalog import ServiceIdentity
+from dashboard.monitoring.catalog import LogLayout, MonitoredService
 from dashboard.monitoring.selectors import environment_service
 
 PAGE_LINES = 200
@@ -44,25 +49,36 @@ class LogSource:
 
 def log_source(*, environment: Environment, stream: str) -> LogSource:
     """Where ``stream`` (application, service, or a stream name) is read from."""
-    identity = environment_service(environment=environment)
-    return source_for(identity, stream)
+    return source_for(environment_service(environment=environment), stream)
 
 
-def source_for(identity: ServiceIdentity, stream: str) -> LogSource:
+def _layout(service: MonitoredService) -> LogLayout:
+    if service.logs is None:
+        raise LogQueryError(f"no CloudWatch Logs for the {service.label}: {service.logs_problem}")
+    return service.logs
+
+
+def source_for(service: MonitoredService, stream: str) -> LogSource:
+    layout = _layout(service)
     stream = (stream or "application").strip()
     if stream == "application":
-        return LogSource(identity.application_log_group, prefix="instance/", label="application")
+        return LogSource(
+            layout.application_group, prefix=layout.application_prefix, label="application"
+        )
     if stream == "service":
-        return LogSource(identity.service_log_group, label="service")
+        if layout.service_group is None:
+            raise LogQueryError(
+                f"the {service.label} has no service log group (ECS writes only the "
+                "application's logs to CloudWatch Logs): use stream=application"
+            )
+        return LogSource(layout.service_group, label="service")
     if not _STREAM.match(stream):
         raise LogQueryError(
             "stream must be 'application', 'service' or a log stream name (no ':' or '*')"
         )
-    group = (
-        identity.application_log_group
-        if stream.startswith("instance/")
-        else identity.service_log_group
-    )
+    if layout.service_group is None:
+        return LogSource(layout.application_group, streams=(stream,), label=stream)
+    group = layout.application_group if stream.startswith("instance/") else layout.service_group
     return LogSource(group, streams=(stream,), label=stream)
 
 
@@ -292,10 +308,14 @@ def logs_tail(
 
 def stream_names(*, environment: Environment) -> dict[str, list[str]]:
     """The most recently written streams of both groups (for the stream picker)."""
-    identity = environment_service(environment=environment)
+    layout = _layout(environment_service(environment=environment))
+    application = logs.describe_log_streams(group=layout.application_group)
+    if layout.application_prefix:
+        # The group may hold other containers' streams (sidecars, other services).
+        application = [s for s in application if s.name.startswith(layout.application_prefix)]
     return {
-        "application": [
-            s.name for s in logs.describe_log_streams(group=identity.application_log_group)
-        ],
-        "service": [s.name for s in logs.describe_log_streams(group=identity.service_log_group)],
+        "application": [s.name for s in application],
+        "service": [s.name for s in logs.describe_log_streams(group=layout.service_group)]
+        if layout.service_group
+        else [],
     }

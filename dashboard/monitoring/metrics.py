@@ -11,26 +11,22 @@ twenty open pages cost CloudWatch what one costs.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
-import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
 from dashboard.aws import cloudwatch
-from dashboard.aws.cloudwatch import MetricQuery, MetricStat
+from dashboard.aws.cloudwatch import Dimensions, MetricQuery, MetricStat
 from dashboard.deployments.models import Deployment, Environment
 from dashboard.monitoring import catalog
-from dashboard.monitoring.catalog import CHARTS, METRICS, RANGES, MetricDef
+from dashboard.monitoring.catalog import METRICS, RANGES, MetricDef, MetricSource, MonitoredService
 from dashboard.monitoring.selectors import (
     deployment_live_at,
     deployment_markers,
@@ -38,14 +34,12 @@ from dashboard.monitoring.selectors import (
     inference_dimensions,
     versions_in_window,
 )
-
-logger = logging.getLogger(__name__)
+from dashboard.monitoring.shared import shared_answer
 
 # CloudWatch keeps one-minute data for 15 days, five-minute data for 63 days
 # and hourly data for 455 days; nothing older exists.
 MAX_AGE = dt.timedelta(days=455)
 MAX_POINTS_PER_SERIES = 1440
-_LOCK_WAIT_SECONDS = 10.0
 
 
 class WindowError(ValueError):
@@ -135,45 +129,7 @@ def window_custom(
     )
 
 
-# --- The shared cache -----------------------------------------------------------
-
-
-def shared_answer(key: str, ttl: int, compute: Callable[[], Any]) -> tuple[Any, bool]:
-    """``compute()`` once per ``key`` and ``ttl`` across every web process.
-
-    Returns (answer, whether it came from the cache). While one process
-    computes, the others wait (up to 10 s) for its answer instead of computing
-    it too. A failure is not cached: the next request tries again. Without a
-    working cache (Redis down) every request computes its own answer.
-    """
-    try:
-        found = cache.get(key)
-        if found is not None:
-            return found, True
-        lock = f"{key}:lock"
-        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-        while not cache.add(lock, 1, timeout=30):
-            time.sleep(0.05)
-            found = cache.get(key)
-            if found is not None:
-                return found, True
-            if time.monotonic() > deadline:
-                break  # the holder is stuck or dead: answer ourselves
-        found = cache.get(key)
-        if found is not None:
-            cache.delete(lock)
-            return found, True
-    except Exception as exc:  # the cache is an optimisation, never a dependency
-        logger.warning("monitoring cache unavailable, asking CloudWatch directly: %s", exc)
-        return compute(), False
-    try:
-        answer = compute()
-        with contextlib.suppress(Exception):
-            cache.set(key, answer, max(1, ttl))
-        return answer, False
-    finally:
-        with contextlib.suppress(Exception):
-            cache.delete(lock)
+# --- Cache keys (answers are shared through monitoring.shared.shared_answer) -----
 
 
 def _key(*parts: Any) -> str:
@@ -197,19 +153,6 @@ class _Queries:
             found = self._ids[stat] = f"q{len(self._ids)}"
         return found
 
-    def metric(
-        self, definition: MetricDef, stat: str, dimensions: tuple[tuple[str, str], ...]
-    ) -> str:
-        return self.add(
-            catalog.metric_stat(
-                namespace=definition.namespace,
-                metric_name=definition.metric_name,
-                dimensions=dimensions,
-                stat=stat,
-                period=self.period,
-            )
-        )
-
     def all(self) -> list[MetricQuery]:
         return [MetricQuery(id=qid, stat=stat) for stat, qid in self._ids.items()]
 
@@ -231,27 +174,74 @@ def _ratio(num: list[float | None], den: list[float | None]) -> list[float | Non
     return out
 
 
+# Where a catalog metric is for one series: the service's source of it, or
+# the inference namespace with one version's dimensions; None: not available.
+Where = Callable[[MetricDef], MetricSource | None]
+
+
+def _inference_where(dims: Dimensions) -> Where:
+    def where(definition: MetricDef) -> MetricSource | None:
+        return MetricSource(definition.namespace, definition.metric_name, (dims,))
+
+    return where
+
+
+def _service_where(service: MonitoredService) -> Where:
+    return lambda definition: service.source(definition.key)
+
+
+def _combined(parts: list[list[float | None]], how: str, scale: float) -> list[float | None]:
+    if len(parts) == 1 and scale == 1.0:
+        return parts[0]
+    out: list[float | None] = []
+    for values in zip(*parts, strict=True):
+        present = [v for v in values if v is not None]
+        if not present:
+            out.append(None)
+            continue
+        value = sum(present) if how == "sum" else max(present)
+        out.append(round(value * scale, 6) if scale != 1.0 else value)
+    return out
+
+
 def _series_values(
     definition: MetricDef,
     stat: str,
-    dimensions: tuple[tuple[str, str], ...],
+    where: Where,
     queries: _Queries,
     results: dict[str, cloudwatch.MetricSeries] | None,
     axis: list[int],
-) -> list[float | None] | str:
-    """With ``results`` None: register the queries and return their id. Else
-    return the aligned values."""
+    *,
+    sort_dimensions: bool = True,
+) -> list[float | None] | None:
+    """With ``results`` None: register the queries (and return []). Else return
+    the aligned values. None when the metric has no source here."""
     if definition.derived_from:
         numerator, denominator = (METRICS[k] for k in definition.derived_from)
-        num = _series_values(numerator, "Sum", dimensions, queries, results, axis)
-        den = _series_values(denominator, "Sum", dimensions, queries, results, axis)
-        if isinstance(num, str) or isinstance(den, str):
-            return num if isinstance(num, str) else den
-        return _ratio(num, den)
-    qid = queries.metric(definition, stat, dimensions)
+        num = _series_values(numerator, "Sum", where, queries, results, axis)
+        den = _series_values(denominator, "Sum", where, queries, results, axis)
+        if num is None or den is None:
+            return None
+        return _ratio(num, den) if results is not None else []
+    source = where(definition)
+    if source is None:
+        return None
+    ids = [
+        queries.add(
+            catalog.metric_stat(
+                namespace=source.namespace,
+                metric_name=source.metric_name,
+                dimensions=tuple(sorted(dims)) if sort_dimensions else dims,
+                stat=stat,
+                period=queries.period,
+            )
+        )
+        for dims in source.dimension_sets
+    ]
     if results is None:
-        return qid
-    return _aligned(results.get(qid), axis, fill_zero=definition.additive)
+        return []
+    parts = [_aligned(results.get(qid), axis, fill_zero=definition.additive) for qid in ids]
+    return _combined(parts, source.combine_for(stat), source.scale)
 
 
 def metrics_page_data(*, environment: Environment, window: TimeWindow) -> dict[str, Any]:
@@ -261,13 +251,14 @@ def metrics_page_data(*, environment: Environment, window: TimeWindow) -> dict[s
     same refresh slot (see ``shared_answer``). ``cached`` says whether this
     answer cost CloudWatch a call. Raises AwsError, NotAServiceArn.
     """
-    identity = environment_service(environment=environment)
+    service = environment_service(environment=environment)
     versions = versions_in_window(environment=environment, start=window.start, end=window.end)
     extra_dims = inference_dimensions(environment=environment)
     key = _key(
         "page",
         environment.pk,
         environment.service_arn,
+        service.cache_token,
         window.start,
         window.end,
         window.period,
@@ -278,7 +269,7 @@ def metrics_page_data(*, environment: Environment, window: TimeWindow) -> dict[s
     )
 
     def compute() -> dict[str, Any]:
-        return _page_data(environment, window, identity.dimensions, versions, extra_dims)
+        return _page_data(environment, window, service, versions, extra_dims)
 
     answer, cached = shared_answer(key, window.refresh or 3600, compute)
     # Markers come from our own database: always current, never cached.
@@ -295,28 +286,32 @@ def metrics_page_data(*, environment: Environment, window: TimeWindow) -> dict[s
 def _page_data(
     environment: Environment,
     window: TimeWindow,
-    service_dims: tuple[tuple[str, str], ...],
+    service: MonitoredService,
     versions: list[str],
     extra_dims: tuple[tuple[str, str], ...],
 ) -> dict[str, Any]:
     axis = window.timestamps
     queries = _Queries(window.period)
+    service_where = _service_where(service)
 
     def plan(results: dict[str, cloudwatch.MetricSeries] | None) -> list[dict[str, Any]]:
         charts = []
-        for chart in CHARTS:
+        for chart in service.charts:
             lines = []
             for series in chart.series:
                 definition = METRICS[series.metric]
-                targets: list[tuple[str | None, tuple[tuple[str, str], ...]]] = (
-                    [(v, (*extra_dims, ("Version", v))) for v in versions]
+                targets: list[tuple[str | None, Where]] = (
+                    [
+                        (v, _inference_where(tuple(sorted((*extra_dims, ("Version", v))))))
+                        for v in versions
+                    ]
                     if chart.per_version
-                    else [(None, service_dims)]
+                    else [(None, service_where)]
                 )
-                for version, dims in targets:
-                    values = _series_values(
-                        definition, series.stat, tuple(sorted(dims)), queries, results, axis
-                    )
+                for version, where in targets:
+                    values = _series_values(definition, series.stat, where, queries, results, axis)
+                    if values is None:
+                        continue  # not published by this kind of service
                     lines.append(
                         {
                             "label": version if version is not None else series.label,
@@ -326,6 +321,8 @@ def _page_data(
                             "values": values,
                         }
                     )
+            if not lines and not chart.per_version:
+                continue
             charts.append(
                 {
                     "id": chart.id,
@@ -341,7 +338,7 @@ def _page_data(
     plan(None)  # registers every query
     result = cloudwatch.get_metric_data(queries=queries.all(), start=window.start, end=window.end)
     charts = plan(result.series)
-    notes = []
+    notes = list(service.notes)
     if settings.CLOUDWATCH_PERCENTILES_NAMESPACE:
         notes.append(
             "Percentiles here are pre-computed by the local App Runner stand-in for each "
@@ -357,6 +354,8 @@ def _page_data(
         )
     return {
         "environment": {"model": environment.model_name, "name": environment.name},
+        "platform": service.platform,
+        "service": service.label,
         "start": _epoch(window.start),
         "end": _epoch(window.end),
         "period": window.period,
@@ -403,12 +402,19 @@ def metric_points(
         if not version:
             raise ValueError(f"{metric} is per model version: pass version")
         dims = tuple(sorted((*inference_dimensions(environment=environment), ("Version", version))))
+        where = _inference_where(dims)
+        token = repr(dims)
     else:
-        dims = environment_service(environment=environment).dimensions
+        service = environment_service(environment=environment)
+        if service.source(metric) is None and not definition.derived_from:
+            raise ValueError(f"{metric} is not published for the {service.label}")
+        where = _service_where(service)
+        token = service.cache_token
     key = _key(
         "metric",
         environment.pk,
         environment.service_arn,
+        token,
         metric,
         stat,
         version,
@@ -421,12 +427,13 @@ def metric_points(
 
     def compute() -> dict[str, Any]:
         queries = _Queries(window.period)
-        _series_values(definition, stat, tuple(sorted(dims)), queries, None, axis)
+        if _series_values(definition, stat, where, queries, None, axis) is None:
+            raise ValueError(f"{metric} is not published for this environment's service")
         result = cloudwatch.get_metric_data(
             queries=queries.all(), start=window.start, end=window.end
         )
-        values = _series_values(definition, stat, tuple(sorted(dims)), queries, result.series, axis)
-        assert not isinstance(values, str)
+        values = _series_values(definition, stat, where, queries, result.series, axis)
+        assert values is not None
         return {
             "metric": metric,
             "stat": stat,
@@ -461,24 +468,48 @@ COMPARISON_WINDOW = dt.timedelta(hours=1)
 
 
 def _window_totals(
-    dims: tuple[tuple[str, str], ...], start: dt.datetime, end: dt.datetime, ttl: int
+    service: MonitoredService, start: dt.datetime, end: dt.datetime, ttl: int
 ) -> dict[str, float | None]:
     span = (end - start).total_seconds()
     period = max(60, math.ceil(span / 60) * 60)
-    key = _key("totals", dims, start, end, period, settings.CLOUDWATCH_PERCENTILES_NAMESPACE)
+    key = _key(
+        "totals", service.cache_token, start, end, period, settings.CLOUDWATCH_PERCENTILES_NAMESPACE
+    )
+    wanted = {"requests": ("Requests", "Sum"), "errors": ("5xxStatusResponses", "Sum")}
+    wanted["p99"] = ("RequestLatency", "p99")
 
     def compute() -> dict[str, float | None]:
         queries = _Queries(period)
-        ids = {
-            "requests": queries.metric(METRICS["Requests"], "Sum", dims),
-            "errors": queries.metric(METRICS["5xxStatusResponses"], "Sum", dims),
-            "p99": queries.metric(METRICS["RequestLatency"], "p99", dims),
-        }
+        ids: dict[str, tuple[list[str], MetricSource]] = {}
+        for name, (metric, stat) in wanted.items():
+            source = service.source(metric)
+            if source is None:
+                raise ValueError(f"the {service.label} publishes no {metric}")
+            ids[name] = (
+                [
+                    queries.add(
+                        catalog.metric_stat(
+                            namespace=source.namespace,
+                            metric_name=source.metric_name,
+                            dimensions=dims,
+                            stat=stat,
+                            period=period,
+                        )
+                    )
+                    for dims in source.dimension_sets
+                ],
+                source,
+            )
         result = cloudwatch.get_metric_data(queries=queries.all(), start=start, end=end)
-        values = {name: result.series.get(qid) for name, qid in ids.items()}
-        requests = sum(values["requests"].values) if values["requests"] else 0.0
-        errors = sum(values["errors"].values) if values["errors"] else 0.0
-        p99s = values["p99"].values if values["p99"] else []
+
+        def values(name: str) -> list[float]:
+            qids, source = ids[name]
+            found = [result.series.get(qid) for qid in qids]
+            return [v * source.scale for s in found if s is not None for v in s.values]
+
+        requests = sum(values("requests"))
+        errors = sum(values("errors"))
+        p99s = values("p99")
         return {
             "requests": requests,
             "error_rate": round(100.0 * errors / requests, 3) if requests else None,
@@ -497,22 +528,28 @@ def deployment_comparison(
 
     Two GetMetricData calls (one per window, each one period long, so AWS
     computes the percentile over the whole window); the finished windows are
-    cached for an hour. Raises AwsError, NotAServiceArn.
+    cached for an hour. Raises AwsError, NotAServiceArn, and ValueError when
+    the service publishes no request metrics (an ECS service without a load
+    balancer).
     """
     now = now or timezone.now()
     live_at = deployment_live_at(deployment=deployment)
     if live_at is None:
         return {"live_at": None, "rows": []}
-    dims = environment_service(environment=deployment.environment).dimensions
+    service = environment_service(environment=deployment.environment)
+    if service.source("Requests") is None:
+        raise ValueError(
+            f"the {service.label} publishes no request metrics (it has no load balancer)"
+        )
     minute = 60
     pivot = _from_epoch(math.floor(live_at.timestamp() / minute) * minute)
-    before = _window_totals(dims, pivot - COMPARISON_WINDOW, pivot, 3600)
+    before = _window_totals(service, pivot - COMPARISON_WINDOW, pivot, 3600)
     after_end = min(now, pivot + COMPARISON_WINDOW)
     after_end = _from_epoch(math.floor(after_end.timestamp() / minute) * minute)
     after: dict[str, float | None] | None = None
     if after_end - pivot >= dt.timedelta(minutes=1):
         finished = after_end >= pivot + COMPARISON_WINDOW
-        after = _window_totals(dims, pivot, after_end, 3600 if finished else 30)
+        after = _window_totals(service, pivot, after_end, 3600 if finished else 30)
     rows = []
     for name, label, unit, lower_is_better in (
         ("requests", "Requests", "", None),

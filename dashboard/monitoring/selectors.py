@@ -17,7 +17,8 @@ from django.urls import reverse
 
 from dashboard.aws import cloudwatch
 from dashboard.deployments.models import Deployment, Environment
-from dashboard.monitoring.catalog import ServiceIdentity, service_identity
+from dashboard.monitoring.catalog import MonitoredService
+from dashboard.monitoring.discovery import monitored_service
 from dashboard.monitoring.models import MonitoringSettings
 
 ERROR_RATE_ALARM = "5xx-rate"
@@ -143,9 +144,11 @@ def inference_dimensions(*, environment: Environment) -> tuple[tuple[str, str], 
     return tuple(sorted({**extra, "Model": environment.model_name}.items()))
 
 
-def environment_service(*, environment: Environment) -> ServiceIdentity:
-    """The environment's App Runner service; raises NotAServiceArn."""
-    return service_identity(environment.service_arn)
+def environment_service(*, environment: Environment) -> MonitoredService:
+    """The environment's service (App Runner or ECS) as the monitoring pages see
+    it: where each metric and its logs are. Raises NotAServiceArn, and AwsError
+    when ECS does not answer (ECS services are looked up, briefly cached)."""
+    return monitored_service(environment=environment)
 
 
 # --- Deployment markers ------------------------------------------------------------

@@ -40,6 +40,35 @@ class MonitoringError(Exception):
     """The settings were refused (bad values) or CloudWatch refused the alarms."""
 
 
+def _stats(
+    prefix: str, source: catalog.MetricSource, stat: str
+) -> tuple[list[MetricQuery], list[str]]:
+    """One hidden query per dimension set of ``source``, and their ids."""
+    queries = [
+        MetricQuery(
+            id=f"{prefix}{i}" if len(source.dimension_sets) > 1 else prefix,
+            stat=cloudwatch.MetricStat(
+                namespace=source.namespace,
+                metric_name=source.metric_name,
+                dimensions=dims,
+                stat=stat,
+                period=ALARM_PERIOD_SECONDS,
+            ),
+            return_data=False,
+        )
+        for i, dims in enumerate(source.dimension_sets)
+    ]
+    return queries, [q.id for q in queries]
+
+
+def _total(ids: list[str]) -> str:
+    """Metric math for the sum of counts (a target group without traffic
+    publishes no data point: FILL makes it 0)."""
+    if len(ids) == 1:
+        return ids[0]
+    return "(" + " + ".join(f"FILL({i}, 0)" for i in ids) + ")"
+
+
 def alarm_specs(row: MonitoringSettings) -> list[AlarmSpec]:
     """The alarms the settings ask for (none when alarms are off).
 
@@ -48,12 +77,25 @@ def alarm_specs(row: MonitoringSettings) -> list[AlarmSpec]:
     threshold; minutes with fewer than ``error_rate_min_requests`` requests
     count as 0. p99 latency: CloudWatch's own percentile of RequestLatency.
     Never 4xx: clients sending bad payloads must not roll back a good model.
+
+    Wherever the service publishes them: App Runner's own metrics, or an ECS
+    service's load balancer (RequestCount, HTTPCode_Target_5XX_Count and
+    TargetResponseTime of its target groups, the latter in seconds: the
+    alarm's math turns it into ms). Raises MonitoringError when the service
+    publishes no request metrics (an ECS service without a load balancer).
     """
     if not row.alarms_enabled:
         return []
     environment = row.environment
-    identity = environment_service(environment=environment)
-    dims = identity.dimensions
+    service = environment_service(environment=environment)
+    requests_source = service.source("Requests")
+    errors_source = service.source("5xxStatusResponses")
+    latency_source = service.source("RequestLatency")
+    if requests_source is None or errors_source is None or latency_source is None:
+        raise MonitoringError(
+            f"the {service.label} publishes no request metrics (an ECS service needs an "
+            "Application Load Balancer for them), so there is nothing to alarm on"
+        )
     where = f"{environment.model_name}/{environment.name}"
     tags = (
         ("modeldeck:model", environment.model_name),
@@ -69,20 +111,9 @@ def alarm_specs(row: MonitoringSettings) -> list[AlarmSpec]:
     }
     specs = []
     if row.error_rate_enabled:
-        requests = cloudwatch.MetricStat(
-            namespace=catalog.APPRUNNER_NAMESPACE,
-            metric_name="Requests",
-            dimensions=dims,
-            stat="Sum",
-            period=ALARM_PERIOD_SECONDS,
-        )
-        errors = cloudwatch.MetricStat(
-            namespace=catalog.APPRUNNER_NAMESPACE,
-            metric_name="5xxStatusResponses",
-            dimensions=dims,
-            stat="Sum",
-            period=ALARM_PERIOD_SECONDS,
-        )
+        requests, request_ids = _stats("requests", requests_source, "Sum")
+        errors, error_ids = _stats("errors", errors_source, "Sum")
+        total, failed = _total(request_ids), _total(error_ids)
         minimum = max(1, row.error_rate_min_requests)
         specs.append(
             AlarmSpec(
@@ -94,11 +125,11 @@ def alarm_specs(row: MonitoringSettings) -> list[AlarmSpec]:
                 ),
                 threshold=float(row.error_rate_percent),
                 metrics=(
-                    MetricQuery(id="requests", stat=requests, return_data=False),
-                    MetricQuery(id="errors", stat=errors, return_data=False),
+                    *requests,
+                    *errors,
                     MetricQuery(
                         id="rate",
-                        expression=f"IF(requests >= {minimum}, 100 * errors / requests, 0)",
+                        expression=f"IF({total} >= {minimum}, 100 * {failed} / {total}, 0)",
                         label="5xx rate (%)",
                     ),
                 ),
@@ -106,24 +137,43 @@ def alarm_specs(row: MonitoringSettings) -> list[AlarmSpec]:
             )
         )
     if row.latency_enabled:
-        specs.append(
-            AlarmSpec(
-                name=alarm_name(environment=environment, kind=LATENCY_ALARM),
-                description=(
-                    f"ModelDeck: p99 request latency of {where} above {row.latency_p99_ms} ms. "
-                    "During a deployment's bake window this rolls it back."
-                ),
-                threshold=float(row.latency_p99_ms),
-                metric=cloudwatch.MetricStat(
-                    namespace=catalog.APPRUNNER_NAMESPACE,
-                    metric_name="RequestLatency",
-                    dimensions=dims,
-                    stat="p99",
-                    period=ALARM_PERIOD_SECONDS,
-                ),
-                **common,
-            )
+        description = (
+            f"ModelDeck: p99 request latency of {where} above {row.latency_p99_ms} ms. "
+            "During a deployment's bake window this rolls it back."
         )
+        name = alarm_name(environment=environment, kind=LATENCY_ALARM)
+        if len(latency_source.dimension_sets) == 1 and latency_source.scale == 1.0:
+            specs.append(
+                AlarmSpec(
+                    name=name,
+                    description=description,
+                    threshold=float(row.latency_p99_ms),
+                    metric=cloudwatch.MetricStat(
+                        namespace=latency_source.namespace,
+                        metric_name=latency_source.metric_name,
+                        dimensions=latency_source.dimension_sets[0],
+                        stat="p99",
+                        period=ALARM_PERIOD_SECONDS,
+                    ),
+                    **common,
+                )
+            )
+        else:
+            latencies, latency_ids = _stats("latency", latency_source, "p99")
+            worst = latency_ids[0] if len(latency_ids) == 1 else f"MAX([{', '.join(latency_ids)}])"
+            scale = f"{latency_source.scale:g} * " if latency_source.scale != 1.0 else ""
+            specs.append(
+                AlarmSpec(
+                    name=name,
+                    description=description,
+                    threshold=float(row.latency_p99_ms),
+                    metrics=(
+                        *latencies,
+                        MetricQuery(id="p99", expression=f"{scale}{worst}", label="p99 (ms)"),
+                    ),
+                    **common,
+                )
+            )
     return specs
 
 
@@ -151,9 +201,9 @@ def _validate(row: MonitoringSettings) -> None:
         try:
             environment_service(environment=row.environment)
         except catalog.NotAServiceArn as exc:
-            raise MonitoringError(
-                f"alarms need the environment's App Runner service: {exc}"
-            ) from exc
+            raise MonitoringError(f"alarms need the environment's service: {exc}") from exc
+        except cloudwatch.AwsError as exc:
+            raise MonitoringError(f"the environment's service could not be read: {exc}") from exc
 
 
 def monitoring_settings_update(
@@ -196,7 +246,10 @@ def alarms_sync(*, environment: Environment) -> MonitoringSettings:
 
 
 def _sync_alarms(row: MonitoringSettings) -> None:
-    specs = alarm_specs(row)
+    try:
+        specs = alarm_specs(row)
+    except (catalog.NotAServiceArn, cloudwatch.AwsError) as exc:
+        raise MonitoringError(f"the environment's service could not be read: {exc}") from exc
     try:
         for spec in specs:
             cloudwatch.put_metric_alarm(spec=spec)

@@ -57,9 +57,11 @@ def _aws_status(exc: AwsError) -> int:
 def metrics_page(request: HttpRequest, model: str, environment: str) -> HttpResponse:
     env = _environment_or_404(model, environment)
     try:
-        identity = environment_service(environment=env)
+        service = environment_service(environment=env)
     except catalog.NotAServiceArn as exc:
-        return _problem(request, "No App Runner service", str(exc), 409)
+        return _problem(request, "No service to monitor", str(exc), 409)
+    except AwsError as exc:
+        return _problem(request, "ECS is not answering", str(exc), _aws_status(exc))
     preset = request.GET.get("range", catalog.DEFAULT_RANGE)
     if preset not in catalog.RANGES and preset != "custom":
         preset = catalog.DEFAULT_RANGE
@@ -68,7 +70,7 @@ def metrics_page(request: HttpRequest, model: str, environment: str) -> HttpResp
         "monitoring/metrics.html",
         {
             "environment": env,
-            "identity": identity,
+            "service": service,
             "ranges": catalog.RANGES.values(),
             "range": preset,
             "data_url": reverse("monitoring-metrics-data", args=[model, environment]),
@@ -105,7 +107,9 @@ def metrics_data(request: HttpRequest, model: str, environment: str) -> HttpResp
     except (metrics.WindowError, catalog.NotAServiceArn) as exc:
         return JsonResponse({"detail": str(exc)}, status=400)
     except AwsError as exc:
-        return JsonResponse({"detail": f"CloudWatch: {exc}"}, status=_aws_status(exc))
+        # GetMetricData, or looking up an ECS service's load balancer and logs.
+        where = "CloudWatch" if exc.operation == "GetMetricData" else "AWS"
+        return JsonResponse({"detail": f"{where}: {exc}"}, status=_aws_status(exc))
     response = JsonResponse(data)
     response["Cache-Control"] = "private, no-store"
     return response
@@ -153,6 +157,7 @@ def logs_page(request: HttpRequest, model: str, environment: str) -> HttpRespons
             end=query["end"],
             next_token=request.GET.get("next") or None,
         )
+        service = environment_service(environment=env)  # read (and cached) by logs_read
     except (ValueError, catalog.NotAServiceArn) as exc:
         return _problem(request, "Cannot show these logs", str(exc), 400)
     except AwsError as exc:
@@ -173,6 +178,10 @@ def logs_page(request: HttpRequest, model: str, environment: str) -> HttpRespons
             "next_token": result.next_token,
             "rows_url": reverse("monitoring-logs-rows", args=[model, environment]),
             "streams_url": reverse("monitoring-logs-streams", args=[model, environment]),
+            "has_service_logs": service.logs is not None and service.logs.service_group is not None,
+            "log_group": service.logs.application_group if service.logs else "",
+            "log_prefix": service.logs.application_prefix if service.logs else "",
+            "service_label": service.label,
             "tail_after": max((line.timestamp for line in result.lines), default=0)
             or int(query["start"].timestamp() * 1000),
         },
@@ -186,7 +195,7 @@ def logs_streams(request: HttpRequest, model: str, environment: str) -> HttpResp
     env = _environment_or_404(model, environment)
     try:
         return JsonResponse(logview.stream_names(environment=env))
-    except catalog.NotAServiceArn as exc:
+    except (ValueError, catalog.NotAServiceArn) as exc:
         return JsonResponse({"detail": str(exc)}, status=400)
     except AwsError as exc:
         return JsonResponse({"detail": f"CloudWatch Logs: {exc}"}, status=_aws_status(exc))
@@ -274,6 +283,7 @@ def settings_page(request: HttpRequest, model: str, environment: str) -> HttpRes
         states_error = ""
     except AwsError as exc:
         states, states_error = [], str(exc)
+    alarm_source = _alarm_source(env)
     return render(
         request,
         "monitoring/settings.html",
@@ -284,8 +294,32 @@ def settings_page(request: HttpRequest, model: str, environment: str) -> HttpRes
             "can_edit": can_edit,
             "states": states,
             "states_error": states_error,
+            "alarm_source": alarm_source,
         },
         status=400 if request.method == "POST" else 200,
+    )
+
+
+def _alarm_source(environment: Environment) -> str:
+    """What the alarms watch for this environment's kind of service, in words."""
+    try:
+        service = environment_service(environment=environment)
+    except (catalog.NotAServiceArn, AwsError) as exc:
+        return f"The environment's service could not be read, so no alarms can be written: {exc}"
+    if service.platform == "apprunner":
+        return (
+            "They read App Runner's own metrics (AWS/AppRunner Requests, 5xxStatusResponses, "
+            "RequestLatency)."
+        )
+    if service.source("Requests") is None:
+        return (
+            f"The {service.label} has no Application Load Balancer target group: it publishes "
+            "no request metrics, so alarms cannot be turned on (CPU and memory are charted)."
+        )
+    return (
+        f"The {service.label} is watched through its load balancer: AWS/ApplicationELB "
+        "RequestCount, HTTPCode_Target_5XX_Count and TargetResponseTime (p99, in ms) of its "
+        "target group(s). ECS's own deployment alarms (Express canaries) are separate."
     )
 
 

@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_PERCENTILES_NAMESPACE,
         help="with --cloudwatch: where pre-computed p50/p90/p99 go",
     )
+    parser.add_argument(
+        "--ecs-names",
+        action="store_true",
+        help="with --cloudwatch: ship logs and metrics under the names of an ECS Express "
+        "service and its load balancer (the local stack on the ECS target)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -62,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             region=config.region,
             metrics_seconds=args.metrics_seconds,
             percentiles_namespace=args.percentiles_namespace,
+            ecs=args.ecs_names,
         )
     try:
         asyncio.run(_serve(StandIn(config, host=args.host, port=args.port, shipper=shipper)))

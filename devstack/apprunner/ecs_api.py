@@ -36,12 +36,15 @@ from starlette.responses import Response
 from devstack.apprunner.api import ApiError, _parse_body, _read_body, _validate
 from devstack.apprunner.service import (
     ECS_CLUSTER,
+    ECS_CONTAINER,
+    ECS_LOG_STREAM_PREFIX,
     InvalidStateError,
     Operation,
     OperationStatus,
     OperationType,
     Revision,
     Service,
+    ecs_log_group_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -177,6 +180,10 @@ class EcsExpressApi:
                 "containerPort": 8080,
                 "command": list(revision.command),
                 "environment": [{"name": k, "value": v} for k, v in sorted(revision.env.items())],
+                "awsLogsConfiguration": {
+                    "logGroup": ecs_log_group_for(service.name),
+                    "logStreamPrefix": ECS_LOG_STREAM_PREFIX,
+                },
             },
             "ingressPaths": [{"accessType": "PUBLIC", "endpoint": f"http://{service.url}"}],
             "createdAt": self._revisions[arn][2],
@@ -366,9 +373,10 @@ class EcsExpressApi:
                     "serviceArn": service.ecs_arn,
                     "clusterArn": _cluster_arn(service),
                     "containerImages": [
-                        {"containerName": "main", "image": revision.image_identifier}
+                        {"containerName": ECS_CONTAINER, "image": revision.image_identifier}
                     ],
                     "createdAt": created,
+                    "ecsManagedResources": _managed_resources(service, created),
                 }
             )
         return {"serviceRevisions": found, "failures": failures}
@@ -399,6 +407,36 @@ _HANDLERS: dict[str, Handler] = {
     "DescribeServiceRevisions": EcsExpressApi.describe_service_revisions,
     "StopServiceDeployment": EcsExpressApi.stop_service_deployment,
 }
+
+
+def _managed_resources(service: Service, at: float) -> dict[str, Any]:
+    """The load balancer and target group an Express revision reports (the
+    stand-in's proxy is both; the CloudWatch shipper publishes their metrics
+    under these names when it runs with ``ecs=True``)."""
+    return {
+        "ingressPaths": [
+            {
+                "accessType": "PUBLIC",
+                "endpoint": service.url,
+                "loadBalancer": {
+                    "arn": service.ecs_load_balancer,
+                    "status": "ACTIVE",
+                    "updatedAt": at,
+                    "scheme": "internet-facing",
+                },
+                "targetGroups": [
+                    {
+                        "arn": service.ecs_target_group,
+                        "status": "ACTIVE",
+                        "updatedAt": at,
+                        "healthCheckPath": service.revision.health_check_path,
+                        "healthCheckPort": 8080,
+                        "port": 8080,
+                    }
+                ],
+            }
+        ]
+    }
 
 
 def _error(error: ApiError, request_id: str) -> Response:

@@ -28,6 +28,16 @@
   with the original dimensions plus ``SourceNamespace`` and ``Statistic``.
   The dashboard reads them when ``CLOUDWATCH_PERCENTILES_NAMESPACE`` names it.
 
+With ``ecs=True`` (the local stack on the ECS target) the same numbers and lines
+go out under the names an ECS Express service and its load balancer use, the
+ones the stand-in's ECS view reports: application lines to
+``/ecs/<service>``, streams ``inference/main/<instance-id>`` (awslogs'
+``<prefix>/<container>/<task-id>``); ``AWS/ECS`` ``CPUUtilization`` and
+``MemoryUtilization`` (``ClusterName``, ``ServiceName``); ``AWS/ApplicationELB``
+``RequestCount``, ``HTTPCode_Target_{2,4,5}XX_Count``, ``TargetResponseTime``
+(seconds, and its percentiles) and ``HealthyHostCount`` (``LoadBalancer``,
+``TargetGroup``). Service events stay in App Runner's service group.
+
 CloudWatch being slow or down never slows the stand-in: records are queued
 (bounded; the oldest are dropped and counted) and shipped from one thread.
 """
@@ -53,11 +63,19 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from devstack.apprunner.logsink import LogRecord
+from devstack.apprunner.service import (
+    ECS_CLUSTER,
+    ECS_CONTAINER,
+    ECS_LOG_STREAM_PREFIX,
+    ecs_log_group_for,
+)
 
 if TYPE_CHECKING:
     from devstack.apprunner.service import Service
 
 APPRUNNER_NAMESPACE = "AWS/AppRunner"
+ECS_NAMESPACE = "AWS/ECS"
+ALB_NAMESPACE = "AWS/ApplicationELB"
 DEFAULT_PERCENTILES_NAMESPACE = "DevStack/Percentiles"
 PERCENTILES = (50, 90, 99)
 TIME_UNITS = {"Seconds", "Milliseconds", "Microseconds"}
@@ -341,7 +359,9 @@ class CloudWatchShipper:
         logs_seconds: float = 1.0,
         percentiles_namespace: str = DEFAULT_PERCENTILES_NAMESPACE,
         clients: tuple[Any, Any] | None = None,
+        ecs: bool = False,
     ) -> None:
+        self.ecs = ecs
         self.metrics_seconds = metrics_seconds
         self.logs_seconds = logs_seconds
         self.percentiles_namespace = percentiles_namespace
@@ -490,6 +510,10 @@ class CloudWatchShipper:
             )
             application, service_group = log_groups(record.service, service_id)
             group = service_group if record.stream == "service" else application
+            if self.ecs and record.stream != "service":
+                group = ecs_log_group_for(record.service)
+                instance = record.instance_id or "unknown"
+                streams = (f"{ECS_LOG_STREAM_PREFIX}/{ECS_CONTAINER}/{instance}",)
             for stream in streams:
                 batches[(group, stream)].append(record)
             if record.stream != "service" and '"_aws"' in record.message:
@@ -607,6 +631,9 @@ class CloudWatchShipper:
         now: float,
         data: dict[str, list[dict[str, Any]]],
     ) -> None:
+        if self.ecs:
+            self._ecs_metrics(service, window, now, data)
+            return
         dims = (("ServiceName", service.name), ("ServiceID", service.id))
         out = data[APPRUNNER_NAMESPACE]
         out.append(_datum("Requests", dims, "Count", now, float(window.requests)))
@@ -632,6 +659,17 @@ class CloudWatchShipper:
         out.append(_datum("Concurrency", dims, "Count", now, float(window.max_in_flight)))
         instance = service.routable_instance()
         out.append(_datum("ActiveInstances", dims, "Count", now, 1.0 if instance else 0.0))
+        self._usage(service, dims, now, out)
+
+    def _usage(
+        self,
+        service: Service,
+        dims: tuple[tuple[str, str], ...],
+        now: float,
+        out: list[dict[str, Any]],
+    ) -> None:
+        """CPUUtilization and MemoryUtilization of the instance's process group."""
+        instance = service.routable_instance()
         pgid = instance.pid if instance is not None else None
         if pgid is None:
             return
@@ -649,6 +687,44 @@ class CloudWatchShipper:
                 "MemoryUtilization", dims, "Percent", now, min(100.0, 100.0 * rss / _MEMORY_BYTES)
             )
         )
+
+    def _ecs_metrics(
+        self,
+        service: Service,
+        window: _ServiceWindow,
+        now: float,
+        data: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """The same window as an ECS Express service and its load balancer report it."""
+        balancer = service.ecs_load_balancer.split(":loadbalancer/", 1)[1]
+        group = service.ecs_target_group.split(":", 5)[5]
+        dims = (("LoadBalancer", balancer), ("TargetGroup", group))
+        out = data[ALB_NAMESPACE]
+        out.append(_datum("RequestCount", dims, "Count", now, float(window.requests)))
+        for status in ("2xx", "4xx", "5xx"):
+            name = f"HTTPCode_Target_{status.upper()}_Count"
+            out.append(_datum(name, dims, "Count", now, float(window.by_class[status])))
+        if window.latency.count:
+            seconds = Distribution()
+            if window.latency.raw_complete:
+                for value in window.latency.values:
+                    seconds.add(value / 1000.0)
+            else:
+                stats = window.latency.statistic_set()
+                seconds.add_set(
+                    count=stats["SampleCount"],
+                    total=stats["Sum"] / 1000.0,
+                    minimum=stats["Minimum"] / 1000.0,
+                    maximum=stats["Maximum"] / 1000.0,
+                )
+            out.append(_datum("TargetResponseTime", dims, "Seconds", now, seconds.statistic_set()))
+            self._percentiles(
+                data, ALB_NAMESPACE, "TargetResponseTime", dims, "Seconds", now, seconds
+            )
+        instance = service.routable_instance()
+        out.append(_datum("HealthyHostCount", dims, "Count", now, 1.0 if instance else 0.0))
+        ecs_dims = (("ClusterName", ECS_CLUSTER), ("ServiceName", service.name))
+        self._usage(service, ecs_dims, now, data[ECS_NAMESPACE])
 
 
 def _datum(

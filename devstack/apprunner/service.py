@@ -131,6 +131,28 @@ def ecs_service_arn_for(*, region: str, account_id: str, name: str) -> str:
     return f"arn:aws:ecs:{region}:{account_id}:service/{ECS_CLUSTER}/{name}"
 
 
+# Where the ECS view's service logs and is load-balanced, as an Express
+# service reports it (awsLogsConfiguration; ecsManagedResources): the awslogs
+# driver names streams <prefix>/<container>/<task id>.
+ECS_LOG_STREAM_PREFIX = "inference"
+ECS_CONTAINER = "main"
+
+
+def ecs_log_group_for(name: str) -> str:
+    return f"/ecs/{name}"
+
+
+def ecs_load_balancer_for(*, region: str, account_id: str, name: str) -> tuple[str, str]:
+    """(load balancer ARN, target group ARN) the ECS view reports for ``name``."""
+    suffix = service_id_for(name)[:16]
+    elb = f"arn:aws:elasticloadbalancing:{region}:{account_id}"
+    group = "".join(c if c.isalnum() else "-" for c in name)[:24].strip("-") or "tg"
+    return (
+        f"{elb}:loadbalancer/app/devstack-express/{suffix}",
+        f"{elb}:targetgroup/{group}/{suffix}",
+    )
+
+
 @dataclass
 class Operation:
     """One asynchronous operation on a service, shaped like App Runner's OperationSummary."""
@@ -197,6 +219,9 @@ class Service:
         self.id = service_id_for(config.name)
         self.arn = service_arn_for(region=region, account_id=account_id, name=config.name)
         self.ecs_arn = ecs_service_arn_for(region=region, account_id=account_id, name=config.name)
+        self.ecs_load_balancer, self.ecs_target_group = ecs_load_balancer_for(
+            region=region, account_id=account_id, name=config.name
+        )
         self.region = region
         self.account_id = account_id
         self.url = ""  # host:port, set once the proxy is bound

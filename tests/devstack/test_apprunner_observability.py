@@ -341,3 +341,99 @@ def test_stand_in_ships_app_runner_logs_and_metrics(clean_aws: str, tmp_path: Pa
         assert sum('"event": "request"' in m for m in first) == 15
         assert any(m.startswith("ERROR request failed with 500") for m in first)
     assert shipper.dropped == 0
+
+
+def test_stand_in_ships_under_ecs_names_where_its_ecs_view_says(
+    clean_aws: str, tmp_path: Path
+) -> None:
+    """With ecs=True (the local stack on the ECS target) the lines and numbers
+    go where the stand-in's ECS Express view reports them: the primary
+    container's awsLogsConfiguration and the revision's managed load balancer
+    (what the dashboard's monitoring discovery reads)."""
+    since = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=1)
+    config = parse_config(
+        {
+            "state_dir": str(tmp_path / "apprunner"),
+            "services": [
+                {
+                    "name": "observed",
+                    "port": 0,
+                    "command": [sys.executable, str(INSTANCE)],
+                    "env": {"VERSION": "1.0"},
+                    "health_check_path": "/readyz",
+                    "health_check_interval_seconds": 0.1,
+                    "health_check_timeout_seconds": 20,
+                    "stop_grace_seconds": 2,
+                }
+            ],
+        }
+    )
+    shipper = CloudWatchShipper(
+        endpoint_url=clean_aws, region="us-east-1", metrics_seconds=0.5, logs_seconds=0.2, ecs=True
+    )
+    logs = _client("logs", clean_aws)
+    cw = _client("cloudwatch", clean_aws)
+    with run_in_background(config, shipper=shipper) as running:
+        ecs = _client("ecs", running.endpoint_url)
+        arn = running.ecs_service_arns["observed"]
+
+        def ready() -> Any:
+            service = ecs.describe_express_gateway_service(serviceArn=arn)["service"]
+            return service if service["activeConfigurations"] else None
+
+        service = eventually(ready)
+        configuration = service["activeConfigurations"][0]
+        logging = configuration["primaryContainer"]["awsLogsConfiguration"]
+        assert logging == {"logGroup": "/ecs/observed", "logStreamPrefix": "inference"}
+        revision = ecs.describe_service_revisions(
+            serviceRevisionArns=[configuration["serviceRevisionArn"]]
+        )["serviceRevisions"][0]
+        path = revision["ecsManagedResources"]["ingressPaths"][0]
+        balancer = path["loadBalancer"]["arn"].split(":loadbalancer/", 1)[1]
+        group = path["targetGroups"][0]["arn"].split(":", 5)[5]
+        assert balancer.startswith("app/") and group.startswith("targetgroup/observed/")
+        apprunner = _client("apprunner", running.endpoint_url)
+        eventually(
+            lambda: (
+                apprunner.describe_service(ServiceArn=running.service_arns["observed"])["Service"][
+                    "Status"
+                ]
+                == "RUNNING"
+                or None
+            )
+        )
+        url = running.service_urls["observed"]
+        with httpx.Client() as http:
+            for code in [200] * 6 + [500] * 2:
+                assert http.get(f"{url}/status/{code}").status_code == code
+        dims = {"LoadBalancer": balancer, "TargetGroup": group}
+        alb = "AWS/ApplicationELB"
+
+        def requests_counted() -> Any:
+            assert metric_values(cw, alb, "RequestCount", dims, "Sum", since) == [8.0]
+            return True
+
+        eventually(requests_counted)
+        assert metric_values(cw, alb, "HTTPCode_Target_5XX_Count", dims, "Sum", since) == [2.0]
+        assert metric_values(cw, alb, "TargetResponseTime", dims, "SampleCount", since) == [8.0]
+        # Seconds, as the ALB reports them: a local request takes well under one.
+        assert 0 < metric_values(cw, alb, "TargetResponseTime", dims, "Maximum", since)[0] < 1
+        assert metric_values(cw, alb, "HealthyHostCount", dims, "Maximum", since) == [1.0]
+        if sys.platform == "linux":
+            ecs_dims = {"ClusterName": "devstack", "ServiceName": "observed"}
+            memory = metric_values(cw, "AWS/ECS", "MemoryUtilization", ecs_dims, "Maximum", since)
+            assert len(memory) == 1 and 0 < memory[0] < 100
+        # Not also under App Runner's names.
+        app_runner = {"ServiceName": "observed", "ServiceID": service_id_for("observed")}
+        assert metric_values(cw, "AWS/AppRunner", "Requests", app_runner, "Sum", since) == []
+
+        def task_lines() -> Any:
+            found = logs.describe_log_streams(logGroupName="/ecs/observed")["logStreams"]
+            names = [s["logStreamName"] for s in found]
+            assert names and all(n.startswith("inference/main/") for n in names)
+            events = logs.filter_log_events(logGroupName="/ecs/observed")["events"]
+            assert sum('"event": "request"' in e["message"] for e in events) >= 8
+            return True
+
+        eventually(task_lines)
+    assert shipper.dropped == 0

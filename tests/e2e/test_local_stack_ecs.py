@@ -52,3 +52,30 @@ def test_promote_goes_live_through_the_ecs_target(ecs_stack: LocalStack) -> None
     assert deployment["status"] == "succeeded"
     assert ":service-deployment/devstack/" in deployment["operation_id"]
     assert deployment["operation_status"] == "SUCCESSFUL"  # ECS's word (App Runner: SUCCEEDED)
+
+
+def test_monitoring_reads_the_ecs_names(ecs_stack: LocalStack) -> None:
+    """The stand-in ships under ECS's names on this target (--ecs-names), and
+    the dashboard finds them through the ECS view: requests sent to staging
+    show in its load balancer's RequestCount and its lines in its awslogs group."""
+    import time
+
+    headers = {"Authorization": f"Token {ecs_stack.api_token('deployer')}"}
+    with httpx.Client() as http:
+        for _ in range(5):
+            http.get(f"{ecs_stack.staging.rstrip('/')}/readyz")
+    base = f"{ecs_stack.dashboard}/api/models/iris/environments/staging"
+    deadline = time.monotonic() + 60
+    while True:
+        answer = httpx.get(f"{base}/metrics?metric=Requests", headers=headers)
+        assert answer.status_code == 200, answer.text
+        if sum(v for _, v in answer.json()["points"]) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert sum(v for _, v in answer.json()["points"]) >= 5
+    logs = httpx.get(f"{base}/logs", headers=headers)
+    assert logs.status_code == 200, logs.text
+    events = logs.json()["events"]
+    assert events and all(e["stream"].startswith("inference/main/") for e in events)
+    refused = httpx.get(f"{base}/logs?stream=service", headers=headers)
+    assert refused.status_code == 400 and "no service log group" in refused.text

@@ -382,7 +382,15 @@ SIMULATIONS = [
         ],
         f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:modeldeck-{SMOKE}",
     ),
-    ("MetricsRead", ["cloudwatch:GetMetricData", "cloudwatch:DescribeAlarms"], "*"),
+    (
+        "MetricsRead",
+        [
+            "cloudwatch:GetMetricData",
+            "cloudwatch:DescribeAlarms",
+            "elasticloadbalancing:DescribeTargetGroups",
+        ],
+        "*",
+    ),
     (
         "ServiceLogs",
         ["logs:FilterLogEvents", "logs:DescribeLogStreams"],
