@@ -124,6 +124,24 @@ def test_the_service_health_check_is_readyz_on_both_targets() -> None:
     assert apprunner["SourceConfiguration"]["AutoDeploymentsEnabled"] is False
 
 
+def test_the_service_runs_exposed_with_keys_required_on_both_targets() -> None:
+    # docs/inference.md, "Running exposed": the public URL never serves an open
+    # /predict, public metrics or API docs, and the inference service refuses to
+    # start if the keys secret is missing.
+    apprunner = rendered("environment.yaml", **APPRUNNER)["AppRunnerService"]["Properties"]
+    ecs = rendered("environment.yaml", **ECS)["EcsService"]["Properties"]
+    image = apprunner["SourceConfiguration"]["ImageRepository"]["ImageConfiguration"]
+    for variables, secrets in (
+        (image["RuntimeEnvironmentVariables"], image["RuntimeEnvironmentSecrets"]),
+        (ecs["PrimaryContainer"]["Environment"], ecs["PrimaryContainer"]["Secrets"]),
+    ):
+        settings = {v["Name"]: v["Value"] for v in variables}
+        assert settings["REQUIRE_API_KEYS"] == "true"
+        assert settings["METRICS_ACCESS"] == "keys" and settings["ERROR_DETAILS"] == "keys"
+        assert settings["DOCS_ACCESS"] == "off"
+        assert "INFERENCE_API_KEYS" in {s["Name"] for s in secrets}
+
+
 def _secret_readers(resources: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
     secrets = {k for k, r in resources.items() if r["Type"] == "AWS::SecretsManager::Secret"}
     readers: dict[str, set[str]] = {f"ref:{s}": set() for s in secrets}
