@@ -139,6 +139,8 @@ def test_the_service_runs_exposed_with_keys_required_on_both_targets() -> None:
         assert settings["REQUIRE_API_KEYS"] == "true"
         assert settings["METRICS_ACCESS"] == "keys" and settings["ERROR_DETAILS"] == "keys"
         assert settings["DOCS_ACCESS"] == "off"
+        # what the dashboard's inference charts select on (INFERENCE_METRICS_ENVIRONMENT_DIMENSION)
+        assert settings["EMF_DIMENSIONS"] == "Environment=staging"
         assert "INFERENCE_API_KEYS" in {s["Name"] for s in secrets}
 
 
