@@ -250,8 +250,13 @@ def build_command(
 
 
 def _mounts(rules: dict[str, Any]) -> list[str]:
-    arguments: list[str] = []
-    created: set[Path] = {Path("/")}
+    # bwrap mounts in order, a later mount over an earlier one: the private
+    # /tmp comes first, so a checkout or virtualenv that lives under /tmp
+    # (a CI clone made with mktemp) is bound on top of it, not hidden by it.
+    size = int(rules["tmpfs_size_mb"]) * 1024 * 1024
+    arguments: list[str] = ["--proc", "/proc", "--dev", "/dev"]
+    arguments += ["--perms", "1777", "--size", str(size), "--tmpfs", "/tmp"]
+    created: set[Path] = {Path("/"), Path("/proc"), Path("/dev"), Path("/tmp")}
     bound: list[Path] = []
 
     def covered(path: Path) -> bool:
@@ -294,9 +299,6 @@ def _mounts(rules: dict[str, Any]) -> list[str]:
     for file in (WORKER_SCRIPT.resolve(), safety_module_file()):
         if not covered(file):
             bind(file)
-    size = int(rules["tmpfs_size_mb"]) * 1024 * 1024
-    arguments += ["--proc", "/proc", "--dev", "/dev"]
-    arguments += ["--perms", "1777", "--size", str(size), "--tmpfs", "/tmp"]
     return arguments
 
 

@@ -75,6 +75,20 @@ class Refused(Exception):
         self.reason = reason
 
 
+def _wrote_to_tmp() -> bool:
+    """Whether any file exists in the sandbox's own /tmp. It starts empty and is
+    the only place the sandbox could write (torch itself leaves only an empty
+    torchinductor cache folder); a checkout under /tmp is bound read-only on
+    top of it from another file system, so entries whose device is not the
+    tmpfs's are what the sandbox was given, not what the model wrote."""
+    tmpfs = os.stat("/tmp").st_dev
+    for root, dirs, files in os.walk("/tmp"):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == tmpfs]
+        if any(os.lstat(os.path.join(root, f)).st_dev == tmpfs for f in files):
+            return True
+    return False
+
+
 def main(argv: list[str]) -> int:
     """Run one validation; always exits 0 after writing its answer, unless it dies."""
     try:
@@ -173,9 +187,7 @@ def validate(args: dict[str, Any]) -> dict[str, Any]:
     result["load_seconds"] = round(time.perf_counter() - started, 4)
     result["operators"] = sorted(operators)[:MAX_OPERATORS]
     result["parameter_count"] = _parameter_count(module)
-    if args.get("private_tmp") and any(files for _, _, files in os.walk("/tmp")):
-        # The sandbox's /tmp starts empty and is the only place it could write
-        # (torch itself leaves only an empty torchinductor cache folder).
+    if args.get("private_tmp") and _wrote_to_tmp():
         return failed(
             "file_system", "the model touched the file system: it wrote files while loading"
         )

@@ -742,3 +742,25 @@ def test_torchscript_text_check_sees_setstate(tmp_path: Path) -> None:
     # __setstate__ runs while torch.jit.load loads: refused before that.
     with pytest.raises(UnsafeArtifact, match="aten::from_file"):
         check_torchscript(str(path))
+
+
+# --- a checkout under /tmp ------------------------------------------------------------
+
+
+def test_a_checkout_under_tmp_is_visible_inside_the_private_tmp(
+    tmp_path: Path, good: Artifact, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox mounts an empty /tmp of its own. A checkout under /tmp (a CI
+    clone made with mktemp) must still be bound on top of it: here the worker
+    script the sandbox runs lives under /tmp, as it would in such a clone."""
+    if not tmp_path.resolve().is_relative_to("/tmp"):
+        pytest.skip(f"needs pytest's temporary folder under /tmp, not {tmp_path}")
+    checkout = tmp_path / "clone" / "dashboard" / "registry"
+    checkout.mkdir(parents=True)
+    script = checkout / "validate_worker.py"
+    shutil.copy(sandbox.WORKER_SCRIPT, script)
+    monkeypatch.setattr(sandbox, "WORKER_SCRIPT", script)
+
+    answer = sandboxed(good, tmp_path, checks=True)
+
+    assert answer.get("ok") is True, answer
