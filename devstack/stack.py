@@ -55,6 +55,8 @@ class Process:
     name: str
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    # Variables it must not inherit (from the environment or ``env``).
+    unset: tuple[str, ...] = ()
     popen: subprocess.Popen[bytes] | None = None
     # Restarted when it dies, as a container restart policy would: the
     # dashboard's processes keep no state a restart loses.
@@ -63,6 +65,31 @@ class Process:
     started_at: float = 0.0
     restart_at: float | None = None
     color: str = ""
+
+
+AWS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def celery_worker(queues: str, concurrency: int) -> list[str]:
+    """The command line of a Celery worker of the dashboard for ``queues``."""
+    return [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        "dashboard",
+        "worker",
+        "--queues",
+        queues,
+        "--hostname",
+        f"{queues.split(',')[0]}@%h",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def exit_description(code: int) -> str:
@@ -93,6 +120,8 @@ class Supervisor:
             process.color = COLORS[len(self.processes) % len(COLORS)]
         color = process.color
         env = {**os.environ, **process.env, "PYTHONUNBUFFERED": "1"}
+        for name in process.unset:
+            env.pop(name, None)
         process.popen = subprocess.Popen(
             process.command,
             cwd=ROOT,
@@ -448,28 +477,17 @@ def up(ports: Ports, state_dir: Path) -> int:
                 restart=True,
             )
         )
+        # Two workers, as production has (docker-compose.yml, docs/security.md):
+        # deployment steps and the rest never wait behind a slow validation,
+        # and the process that runs model files gets no AWS credentials (its
+        # ticket carries a presigned URL; the answer goes back through Redis).
+        supervisor.start(Process("worker", celery_worker("celery", 2), env, restart=True))
         supervisor.start(
             Process(
-                "worker",
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "dashboard",
-                    "worker",
-                    # Both queues here; production gives "validation" a container
-                    # of its own (docker-compose.yml, docs/security.md).
-                    "--queues",
-                    "celery,validation",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    "2",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
+                "validator",
+                celery_worker("validation", 1),
                 env,
+                unset=AWS_CREDENTIALS,
                 restart=True,
             )
         )

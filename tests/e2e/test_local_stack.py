@@ -149,3 +149,29 @@ def test_ci_upload_tool_publishes_a_valid_version(local_stack: LocalStack, tmp_p
         timeout=60,
     )
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_validation_runs_in_its_own_worker_without_aws_credentials(
+    local_stack: LocalStack,
+) -> None:
+    """As in production: the worker that runs model files serves only the
+    validation queue (a slow model never holds up a deployment step) and has
+    no AWS credentials (its ticket carries a presigned URL)."""
+    from pathlib import Path
+
+    workers: dict[str, list[bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        state = f"MODELDECK_STATE_DIR={local_stack.state_dir}".encode()
+        if b"celery" in command and b"worker" in command and state in environ:
+            queues = command[command.index(b"--queues") + 1].decode()
+            workers.setdefault(queues, environ)
+    assert set(workers) == {"celery", "validation"}, set(workers)
+    assert not [v for v in workers["validation"] if v.startswith(b"AWS_SECRET_ACCESS_KEY=")]
+    assert [v for v in workers["celery"] if v.startswith(b"AWS_SECRET_ACCESS_KEY=")]
