@@ -302,6 +302,14 @@ def _success_fields(deployment: Deployment) -> dict[str, Any]:
         previous = deployment.previous_pointer
         if source is not None and not pointer_same_artifact(source.pointer, previous):
             source = None
+        if previous is not None and pointer_same_artifact(previous, deployment.pointer):
+            # A redeploy of what was live (a drift fix, a repeated promote):
+            # rolling it back means going where the one before it went back to,
+            # never "from X to X".
+            return {
+                "rollback_pointer": source.rollback_pointer if source else None,
+                "rollback_source": source.rollback_source if source else None,
+            }
         return {"rollback_pointer": previous, "rollback_source": source}
     returned = deployment.returns_to
     return {

@@ -319,6 +319,31 @@ def test_rollback_redeploys_the_exact_pointer_and_goes_further_back_each_time(
         deployment_rollback(environment=environment, user=personas["deployer"], reason="more")
 
 
+def test_a_redeploy_of_the_live_version_rolls_back_to_the_one_before(
+    deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Promoting what is already live (a drift fix, a repeated promote) must
+    not make the rollback offer "1.1 -> 1.1" (found by QA)."""
+    from dashboard.deployments.selectors import rollback_plan
+
+    environment = deploy_stack["environment"]
+    first = run_to_end(
+        request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks).pk
+    )
+    again = run_to_end(
+        request(deploy_stack, personas["deployer"], "1.1", django_capture_on_commit_callbacks).pk
+    )
+    assert (first.status, again.status) == ("succeeded", "succeeded")
+    plan = rollback_plan(environment=environment)
+    assert plan is not None and plan.live.pk == again.pk
+    assert plan.pointer["version"] == "1.0" == first.rollback_pointer["version"]
+    with django_capture_on_commit_callbacks(execute=False):
+        back = deployment_rollback(
+            environment=environment, user=personas["deployer"], reason="1.1 is slow"
+        )
+    assert (back.from_version, back.to_version) == ("1.1", "1.0")
+
+
 def test_rollback_refuses_a_pinned_object_that_is_gone(
     deploy_stack: Any, personas: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
