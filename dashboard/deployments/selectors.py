@@ -194,7 +194,7 @@ def drift_of(
         if pointer_name is None:
             # Unreadable (edited by hand, or by another tool): nothing to promote.
             reason = (
-                "The pointer was changed outside the dashboard and no longer parses, but "
+                "The pointer was changed outside the dashboard and is not a valid pointer, but "
                 f"the last deployment made {deployed_version} live and the service serves it. "
                 f"Restore the pointer to {deployed_version}."
             )
@@ -202,8 +202,12 @@ def drift_of(
             reason = (
                 f"The pointer was changed outside the dashboard: it names {pointer_name}, but "
                 f"the last deployment made {deployed_version} live and the service serves it. "
-                f"Restore the pointer to {deployed_version}, or promote {pointer_name} to "
-                "deploy it."
+                f"Restore the pointer to {deployed_version}"
+                + (
+                    f", or promote {pointer_name} to deploy it."
+                    if _promotable(pointer)
+                    else f" ({pointer_name} is not a valid version of the registry)."
+                )
             )
         return Drift(kind="pointer_changed", reason=reason, **fields)
     if pointer_ok:
@@ -228,6 +232,19 @@ def drift_of(
         ),
         **fields,
     )
+
+
+def _promotable(pointer: dict[str, Any] | None) -> bool:
+    """Whether the registry holds the pointer's version as a valid version."""
+    from dashboard.registry.models import ModelVersion
+
+    if not pointer:
+        return False
+    return ModelVersion.objects.filter(
+        model_name=pointer.get("model"),
+        version=pointer.get("version"),
+        status=ModelVersion.Status.VALID,
+    ).exists()
 
 
 def environment_states(

@@ -281,6 +281,16 @@ def test_a_hand_edit_of_the_pointer_is_drift_never_adopted(
     assert body["pointer_error"] and body["drift"]["kind"] == "pointer_changed"
     assert body["drift"]["pointer_version"] is None
     assert body["drift"]["reason"].endswith("Restore the pointer to 1.1.")
+    # A well-formed pointer to a version the registry does not hold: promoting
+    # it is not offered as a fix (found by QA).
+    ghost = dict(pointer_of("1.0"), version="9.9", key="models/iris/9.9/model.pt")
+    ssm.put_parameter(name="/models/iris/staging", value=json.dumps(ghost))
+    environments_refresh_pointers()
+    drift = client.get("/api/models/iris/environments", headers=headers).json()[0]["drift"]
+    assert drift["pointer_version"] == "9.9"
+    assert drift["reason"].endswith(
+        "Restore the pointer to 1.1 (9.9 is not a valid version of the registry)."
+    )
 
 
 def test_a_service_that_serves_something_else_is_drift(

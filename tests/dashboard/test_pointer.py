@@ -131,3 +131,16 @@ def test_a_junk_pointer_in_ssm_is_reported_never_shown(
     api = client.get("/api/models/iris/environments")
     assert api.status_code == 200
     assert "alert(" not in api.content.decode()
+
+
+def test_an_incomplete_pointer_names_what_it_lacks() -> None:
+    # A pointer written by hand with only the version (found by QA): the message
+    # says what is missing, not that the bucket has a bad name.
+    hand = {"schema": 1, "model": "iris", "version": "2026.11.1"}
+    with pytest.raises(PointerInvalid) as info:
+        pointer_parse(json.dumps(hand))
+    assert str(info.value) == (
+        "the pointer lacks bucket, key, s3_version_id, sha256, size, format, input"
+    )
+    optional = {k: v for k, v in GOOD.items() if k not in {"promoted_by", "promoted_at", "reason"}}
+    assert pointer_parse(json.dumps(optional))["version"] == GOOD["version"]
