@@ -276,6 +276,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.registry.tasks.uploads_abort_abandoned",
         "schedule": env_float("UPLOAD_JANITOR_EVERY_SECONDS", 3600.0, minimum=5.0),
     },
+    "validations-requeue-stale": {
+        "task": "dashboard.registry.tasks.validations_requeue_stale",
+        "schedule": env_float("VALIDATION_REQUEUE_EVERY_SECONDS", 60.0, minimum=5.0),
+    },
     "registry-sync": {
         "task": "dashboard.registry.tasks.registry_sync",
         "schedule": env_float("REGISTRY_SYNC_EVERY_SECONDS", 300.0, minimum=5.0),
@@ -309,6 +313,11 @@ if AWS_S3_ADDRESSING_STYLE not in {"auto", "path", "virtual"}:
 # --- Registry ---------------------------------------------------------------
 VALIDATION_TIME_LIMIT_SECONDS = env_float("VALIDATION_TIME_LIMIT_SECONDS", 300.0, minimum=5.0)
 VALIDATION_MEMORY_LIMIT_MB = env_int("VALIDATION_MEMORY_LIMIT_MB", 4096, minimum=512)
+# A validation with no answer this long after its time limit is queued again
+# (its worker died); keep it above how long the validation queue may back up.
+VALIDATION_REQUEUE_GRACE_SECONDS = env_float(
+    "VALIDATION_REQUEUE_GRACE_SECONDS", 600.0, minimum=30.0
+)
 # How a model file is isolated while it is validated (docs/security.md):
 # bwrap (bubblewrap namespaces; the default), container (the validation worker's
 # own locked-down container is the isolation, for runtimes that forbid

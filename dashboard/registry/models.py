@@ -48,6 +48,12 @@ class ModelVersion(models.Model):
         null=True, blank=True, help_text="load time, forward latency, parameters, output shape"
     )
     validated_at = models.DateTimeField(null=True, blank=True)
+    validation_queued_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its validation was last handed to the validation queue "
+        "(validations_requeue_stale queues it again if no answer comes).",
+    )
     synced_at = models.DateTimeField(auto_now=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL

@@ -522,7 +522,31 @@ def version_validation_enqueue(*, version_id: int) -> None:
 
     ticket = validation_ticket_create(version_id=version_id)
     if ticket is not None:
+        ModelVersion.objects.filter(pk=version_id).update(validation_queued_at=timezone.now())
         validation_run.delay(ticket)
+
+
+def validations_requeue_stale() -> int:
+    """Queue again the validations that have had no answer for longer than a
+    validation may take plus VALIDATION_REQUEUE_GRACE_SECONDS: the worker that
+    ran them died (SIGKILL, OOM, a replaced container) and Redis would only
+    redeliver the message after CELERY_VISIBILITY_TIMEOUT. A late answer of the
+    first run is still accepted (the ticket is the same); a second one is
+    ignored. Returns how many were queued."""
+    cutoff = timezone.now() - dt.timedelta(
+        seconds=settings.VALIDATION_TIME_LIMIT_SECONDS + settings.VALIDATION_REQUEUE_GRACE_SECONDS
+    )
+    stale = list(
+        ModelVersion.objects.filter(
+            status=ModelVersion.Status.VALIDATING,
+            manifest_pending=False,
+            validation_queued_at__lt=cutoff,
+        ).values_list("pk", flat=True)[:500]
+    )
+    for version_id in stale:
+        logger.warning("validation of version #%s had no answer; queueing it again", version_id)
+        version_validation_enqueue(version_id=version_id)
+    return len(stale)
 
 
 def validation_ticket_create(*, version_id: int) -> dict[str, Any] | None:

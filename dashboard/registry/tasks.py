@@ -66,6 +66,11 @@ def registry_sync() -> None:
 
 
 @shared_task(ignore_result=True)
+def validations_requeue_stale() -> None:
+    services.validations_requeue_stale()
+
+
+@shared_task(ignore_result=True)
 def uploads_abort_abandoned() -> None:
     from dashboard.registry.uploads import uploads_abort_abandoned as abort
 

@@ -119,3 +119,41 @@ def test_a_forged_ticket_or_result_is_not_recorded(aws: str, db: Any, tmp_path: 
         "the validation worker sent a malformed result (an output name is not a valid name)"
     )
     assert "root:x" not in str(recorded.validation)
+
+
+@pytest.mark.redis
+def test_a_validation_whose_worker_died_is_queued_again(
+    aws: str, db: Any, tmp_path: Path, settings: Any
+) -> None:
+    """A validation worker killed mid-run (found by QA: a version stayed
+    `validating` for good) leaves an unacknowledged message that Redis would
+    redeliver only after the visibility timeout: the sweep queues it again."""
+    import datetime as dt
+
+    import redis
+    from django.utils import timezone
+
+    from dashboard.registry.services import (
+        validations_requeue_stale,
+        version_validation_enqueue,
+    )
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    stuck, recent, done = (published(tmp_path, v) for v in ("1.0", "1.1", "1.2"))
+    for row in (stuck, recent):
+        version_validation_enqueue(version_id=row.pk)
+    ModelVersion.objects.filter(pk=done.pk).update(status="valid")
+    long_ago = timezone.now() - dt.timedelta(
+        seconds=settings.VALIDATION_TIME_LIMIT_SECONDS
+        + settings.VALIDATION_REQUEUE_GRACE_SECONDS
+        + 60
+    )
+    ModelVersion.objects.filter(pk__in=[stuck.pk, done.pk]).update(validation_queued_at=long_ago)
+    queued_before = broker.llen("validation")
+
+    assert validations_requeue_stale() == 1
+
+    assert broker.llen("validation") == queued_before + 1
+    stuck.refresh_from_db()
+    assert stuck.validation_queued_at is not None and stuck.validation_queued_at > long_ago
+    assert validations_requeue_stale() == 0  # not again until it is stale again
