@@ -320,8 +320,15 @@ class Service:
     # -- actions --------------------------------------------------------------
 
     def create(self) -> Operation:
-        """Start the first instance (a CREATE_SERVICE operation); return the operation."""
-        return self._begin(OperationType.CREATE_SERVICE)
+        """Start the first instance (a CREATE_SERVICE operation); return the operation.
+
+        Also starts the watchdog that replaces an instance that dies while the
+        service is running, as App Runner replaces failed instances."""
+        operation = self._begin(OperationType.CREATE_SERVICE)
+        watchdog = asyncio.get_running_loop().create_task(self._watch_instances())
+        self._tasks.add(watchdog)
+        watchdog.add_done_callback(self._tasks.discard)
+        return operation
 
     def start_deployment(self) -> Operation:
         """Start a deployment (a START_DEPLOYMENT operation); return the operation.
@@ -460,6 +467,45 @@ class Service:
                 await self._retire(candidate)
             self.pending_revision = None
             self._finish(operation, OperationStatus.FAILED, previous_status)
+
+    async def _watch_instances(self) -> None:
+        """Replace the serving instance when its process exits (a crash, the
+        OOM killer, kill -9) while no operation runs: a new instance of the
+        same revision, switched to once healthy; no operation is recorded
+        (App Runner's own instance replacement is not an operation either)."""
+        interval = max(0.2, self.config.health_check_interval_seconds)
+        while True:
+            await asyncio.sleep(interval)
+            dead = self.current
+            if self.status != ServiceStatus.RUNNING or dead is None or dead.running:
+                continue
+            self._event(f"instance {dead.id} exited (code {dead.returncode}); replacing it")
+            self._instances.discard(dead)
+            replacement = Instance(
+                service=self.name,
+                service_arn=self.arn,
+                command=self.revision.command,
+                env=self.revision.env,
+                cwd=self.config.cwd,
+                sink=self._sink,
+                orphan_grace=self.config.stop_grace_seconds,
+            )
+            self._instances.add(replacement)
+            try:
+                await replacement.start()
+                reason = await replacement.wait_healthy(
+                    path=self.revision.health_check_path,
+                    timeout=self.config.health_check_timeout_seconds,
+                    interval=self.config.health_check_interval_seconds,
+                )
+            except OSError as exc:
+                reason = str(exc)
+            if reason is None and self.current is dead:
+                self.current = replacement
+                self._event(f"instance {replacement.id} replaced {dead.id}")
+            else:
+                self._event(f"replacement instance {replacement.id} failed: {reason}")
+                await self._retire(replacement)
 
     async def _switch_to(self, candidate: Instance, operation: Operation) -> None:
         old = self.current

@@ -914,19 +914,29 @@ def without_metadata(response: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in response.items() if key != "ResponseMetadata"}
 
 
-def test_crashed_instance_answers_503_until_the_next_deployment(stack: Stack) -> None:
-    pid = stack.get("svc-one", "/version").json()["pid"]
+def test_a_crashed_instance_is_replaced_as_app_runner_replaces_failed_instances(
+    stack: Stack,
+) -> None:
+    before = stack.get("svc-one", "/version").json()
+    operations = [o["Id"] for o in stack.operations("svc-one")]
 
-    os.kill(pid, signal.SIGKILL)
+    os.kill(before["pid"], signal.SIGKILL)
 
-    eventually(lambda: stack.get("svc-one", "/version").status_code == 503, "503 after the crash")
     eventually(
         lambda: any("exited unexpectedly with code -9" in m for m in stack.service_log("svc-one")),
         "the crash to be logged",
     )
-    stack.behave("svc-one", version="v2")
-    assert stack.deploy("svc-one")["Status"] == "SUCCEEDED"
-    assert stack.get("svc-one", "/version").json()["version"] == "v2"
+
+    def replaced() -> bool:
+        response = stack.get("svc-one", "/version")
+        return response.status_code == 200 and response.json()["pid"] != before["pid"]
+
+    eventually(replaced, "a replacement instance to serve")
+    after = stack.get("svc-one", "/version").json()
+    assert after["version"] == before["version"]  # the same revision
+    assert any("replacing it" in m for m in stack.service_log("svc-one"))
+    assert [o["Id"] for o in stack.operations("svc-one")] == operations  # not an operation
+    assert stack.describe("svc-one")["Status"] == "RUNNING"
 
 
 def test_stopping_mid_deployment_stops_the_new_instance_and_fails_the_operation(
