@@ -331,3 +331,15 @@ def test_live_checks_are_cached_for_page_views(
         reads = [s for s in proxy.seen if s == "AmazonSSM.GetParameter"]
         assert len(reads) == 1
     reset_clients()
+
+
+def test_a_service_that_does_not_answer_is_flagged_on_the_page(
+    aws: str, db: Any, personas: Any
+) -> None:
+    # Found by QA: a crashed service showed as grey text only.
+    make_environment("iris", "staging", service_url="http://127.0.0.1:9")  # nothing listens
+    page = Client()
+    page.force_login(personas["viewer"])
+    html = page.get("/models/iris/environments/staging/").content.decode()
+    assert "data-service-down" in html and "The service is not serving." in html
+    assert "/models/iris/environments/staging/logs/" in html
