@@ -511,7 +511,8 @@ def _window_totals(
         errors = sum(values("errors"))
         p99s = values("p99")
         return {
-            "requests": requests,
+            # per minute: the hour before and the minutes after so far compare
+            "requests": round(requests / (span / 60), 2) if span > 0 else None,
             "error_rate": round(100.0 * errors / requests, 3) if requests else None,
             "p99": round(max(p99s), 3) if p99s else None,
         }
@@ -552,7 +553,7 @@ def deployment_comparison(
         after = _window_totals(service, pivot, after_end, 3600 if finished else 30)
     rows = []
     for name, label, unit, lower_is_better in (
-        ("requests", "Requests", "", None),
+        ("requests", "Requests / min", "", None),
         ("error_rate", "5xx rate", "%", True),
         ("p99", "p99 latency", "ms", True),
     ):

@@ -343,7 +343,7 @@ def test_ecs_before_after_comparison(
     )
     result = metrics.deployment_comparison(deployment=deployment, now=pivot + 2 * 60 * m)
     rows = {r["name"]: r for r in result["rows"]}
-    assert rows["requests"]["before"] == 100.0 and rows["requests"]["after"] == 100.0
+    assert rows["requests"]["before"] == 1.67 and rows["requests"]["after"] == 1.67  # per min
     assert rows["error_rate"]["before"] == 1.0 and rows["error_rate"]["after"] == 10.0
     assert rows["error_rate"]["worse"] is True
 
