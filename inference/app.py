@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from inference.admission import Admission, Ticket
+from inference.apidocs import add_api_docs
 from inference.auth import ApiKeys
 from inference.batching import Batcher, ForwardFailed, Overloaded, ShuttingDown
 from inference.config import Settings
@@ -56,6 +57,7 @@ logger = logging.getLogger(__name__)
 # Below this size parsing and validating on the event loop is cheaper than a thread
 # hop; above it, the work moves off the loop so probes are not held up by it.
 _INLINE_BODY_BYTES = 64 * 1024
+OPENAPI_URL = "/openapi.json"
 
 
 class Service:
@@ -334,11 +336,14 @@ def create_app(settings: Settings) -> FastAPI:
         # OpenTelemetry, left on, asks the global providers on every request
         # whether anyone is listening, before any middleware runs.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        # DOCS_ACCESS=off: no /docs, /redoc or /openapi.json at all (404).
-        docs_url=None if docs_off else "/docs",
-        redoc_url=None if docs_off else "/redoc",
-        openapi_url=None if docs_off else "/openapi.json",
+        # DOCS_ACCESS=off: no /docs or /openapi.json at all (404). /docs is ours,
+        # Swagger UI served locally; no /redoc (inference/apidocs.py).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None if docs_off else OPENAPI_URL,
     )
+    if not docs_off:
+        add_api_docs(app, OPENAPI_URL)
     app.state.service = service
     app.add_middleware(FrontDoor, service=service)
 

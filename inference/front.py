@@ -42,7 +42,9 @@ _HEALTHZ_BODY = b'{"status":"ok"}'
 _INTERNAL_ERROR = b'{"detail":"internal error"}'
 _UNAUTHORIZED = b'{"detail":"missing or invalid API key"}'
 _BEARER_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
-_DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_DOCS_PATHS = frozenset({"/docs", "/openapi.json"})
+# Swagger UI's own files (inference/apidocs.py).
+_DOCS_PREFIXES = ("/docs/",)
 
 
 class FrontDoor:
@@ -60,11 +62,14 @@ class FrontDoor:
         settings = service.settings
         # Paths that METRICS_ACCESS=keys / DOCS_ACCESS=keys put behind the API keys.
         guarded: set[str] = set()
+        guarded_prefixes: tuple[str, ...] = ()
         if settings.metrics_access == "keys":
             guarded.add("/metrics")
         if settings.docs_access == "keys":
             guarded |= _DOCS_PATHS
+            guarded_prefixes = _DOCS_PREFIXES
         self._guarded = frozenset(guarded)
+        self._guarded_prefixes = guarded_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the request (or pass it on), then record its status and duration."""
@@ -102,7 +107,9 @@ class FrontDoor:
             elif path == "/healthz" and method == "GET":
                 status = 200
                 await _send(send, 200, _HEALTHZ_BODY, request_id)
-            elif path in self._guarded and not self.service.api_keys.allows(authorization):
+            elif (
+                path in self._guarded or path.startswith(self._guarded_prefixes)
+            ) and not self.service.api_keys.allows(authorization):
                 status = 401
                 await _send(send, 401, _UNAUTHORIZED, request_id, _BEARER_CHALLENGE)
             else:

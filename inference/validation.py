@@ -22,6 +22,7 @@ import io
 import json
 import math
 import re
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,12 @@ _NPY_HEADER = re.compile(
 )
 
 
+# How numpy 2's header reader words a header that ast.literal_eval refused (or that
+# evaluated to something other than a dict); its other messages (wrong keys, bad
+# shape, bad descr) name the problem and are passed on.
+_NOT_A_LITERAL_DICT = ("malformed node or string", "Cannot parse header", "Header is not a dict")
+
+
 def _npy_header(body: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
     """Return (shape, fortran_order, dtype, data offset) of a .npy body.
 
@@ -123,12 +130,17 @@ def _npy_header(body: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]
     writes is matched directly; any other valid spelling goes to numpy's reader.
     """
     major = body[6] if len(body) > 6 else 0
-    if major == 1 and len(body) >= 10:
-        length, start = int.from_bytes(body[8:10], "little"), 10
-    elif major == 2 and len(body) >= 12:
-        length, start = int.from_bytes(body[8:12], "little"), 12
+    start = 12 if major == 2 else 10
+    if len(body) < start:
+        raise InputError(
+            f"body: {len(body)} bytes is too short for a .npy header (at least {start})"
+        )
+    if major == 1:
+        length = int.from_bytes(body[8:10], "little")
+    elif major == 2:
+        length = int.from_bytes(body[8:12], "little")
     else:
-        raise InputError("body: invalid .npy header: format version not supported")
+        raise InputError(f"body: invalid .npy header: format version {major} not supported")
     if length > _NPY_MAX_HEADER or len(body) < start + length:
         raise InputError("body: invalid .npy header: header too long or cut short")
     match = _NPY_HEADER.fullmatch(body, start, start + length)
@@ -147,9 +159,18 @@ def _npy_header(body: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]
             header = np.lib.format.read_array_header_1_0(stream, max_header_size=_NPY_MAX_HEADER)
         else:
             header = np.lib.format.read_array_header_2_0(stream, max_header_size=_NPY_MAX_HEADER)
-    except (ValueError, SyntaxError, OSError, TypeError) as exc:
+    except (ValueError, SyntaxError, TokenError, OSError, TypeError, RecursionError) as exc:
+        if isinstance(exc, SyntaxError | TokenError | RecursionError) or str(exc).startswith(
+            _NOT_A_LITERAL_DICT
+        ):
+            # literal_eval's own messages name AST nodes (<ast.Call object at 0x...>).
+            raise InputError(
+                "body: invalid .npy header: the header is not a plain literal dict"
+            ) from None
         raise InputError(f"body: invalid .npy header: {exc}") from None
     shape, fortran_order, dtype = header
+    if any(d < 0 for d in shape):
+        raise InputError(f"body: invalid .npy header: negative dimension in shape {shape}")
     return tuple(shape), bool(fortran_order), dtype, stream.tell()
 
 

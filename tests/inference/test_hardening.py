@@ -85,19 +85,29 @@ def test_metrics_open_keys_off(serve_cached) -> None:
         assert client.get("/healthz").status_code == 200
 
 
-DOCS = ("/docs", "/redoc", "/openapi.json")
+# The page, the schema and Swagger UI's files (served locally, inference/apidocs.py).
+DOCS = (
+    "/docs",
+    "/openapi.json",
+    "/docs/assets/swagger-ui-bundle.js",
+    "/docs/assets/swagger-ui.css",
+)
 
 
 def test_docs_open_keys_off(serve_cached) -> None:
     with serve_cached() as client:
-        assert [client.get(p).status_code for p in DOCS] == [200, 200, 200]
+        assert [client.get(p).status_code for p in DOCS] == [200] * 4
+        # ReDoc's bundle fetches its logo from a CDN: not served.
+        assert client.get("/redoc").status_code == 404
     with serve_cached(docs_access="keys", inference_api_keys=KEY) as client:
         refused = [client.get(p).status_code for p in DOCS]
         allowed = [client.get(p, headers=bearer()).status_code for p in DOCS]
         assert "/predict" in client.get("/openapi.json", headers=bearer()).json()["paths"]
-    assert (refused, allowed) == ([401] * 3, [200] * 3)
+        # Anything under /docs/ is refused before it is looked up.
+        assert client.get("/docs/assets/nothing.js").status_code == 401
+    assert (refused, allowed) == ([401] * 4, [200] * 4)
     with serve_cached(docs_access="off") as client:
-        assert [client.get(p).status_code for p in DOCS] == [404, 404, 404]
+        assert [client.get(p).status_code for p in DOCS] == [404] * 4
         assert client.post("/predict", json=ROW).status_code == 200
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -184,6 +185,30 @@ def test_openapi_and_docs(serve_cached):
     assert "inputs" in body_schema["properties"]
     assert {"200", "401", "413", "422", "503"} <= set(predict["responses"])
     assert {"/healthz", "/readyz", "/version", "/metrics"} <= set(schema["paths"])
+
+
+def test_docs_page_loads_nothing_from_elsewhere(serve_cached):
+    """/docs works on a private network: every file it loads comes from the service."""
+    from importlib.resources import files
+
+    static = files("fastapi_offline") / "static"
+    with serve_cached() as client:
+        page = client.get("/docs")
+        links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
+        answers = {link: client.get(link) for link in links}
+    assert page.status_code == 200
+    assert not re.search(r"https?://", page.text), page.text
+    assert sorted(links) == [
+        "/docs/assets/favicon.png",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+    ]
+    for link, answer in answers.items():
+        assert answer.status_code == 200, link
+        assert answer.content == (static / link.rpartition("/")[2]).read_bytes()
+    assert "url: '/openapi.json'" in page.text
+    # The online validator's badge would send the schema's URL to validator.swagger.io.
+    assert '"validatorUrl": null' in page.text
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
