@@ -151,9 +151,14 @@ def _stages(deployment: Deployment) -> list[dict[str, str]]:
     if deployment.status == Deployment.Status.AWAITING_APPROVAL or deployment.approved_by_name:
         order.insert(0, "awaiting_approval")
         labels["awaiting_approval"] = "Approval"
+    never_queued = {
+        Deployment.Status.AWAITING_APPROVAL,
+        Deployment.Status.REJECTED,
+        Deployment.Status.EXPIRED,
+    }
     reached = {
         "awaiting_approval": True,
-        "pending": deployment.status != Deployment.Status.AWAITING_APPROVAL,
+        "pending": deployment.status not in never_queued,
         "in_progress": deployment.started_at is not None,
         "verifying": deployment.live_at is not None,
         "baking": deployment.bake_until is not None,
@@ -161,29 +166,30 @@ def _stages(deployment: Deployment) -> list[dict[str, str]]:
     }
     if deployment.bake_until is None and deployment.status != Deployment.Status.BAKING:
         order.remove("baking")
-    stages = []
     failed = deployment.status in {
         Deployment.Status.FAILED,
         Deployment.Status.ROLLED_BACK,
         Deployment.Status.REJECTED,
         Deployment.Status.EXPIRED,
     }
-    for name in order:
-        if deployment.status == name:
-            state = "done" if name == "succeeded" else "current"
-        elif reached.get(name):
-            state = "done"
+    # A stage is done once the next one is reached; the last one reached is
+    # where the deployment is (or ended: a failure is shown in its place).
+    last = max((i for i, name in enumerate(order) if reached.get(name)), default=0)
+    stages = []
+    for i, name in enumerate(order):
+        state = "done" if i < last else "todo"
+        if i == last:
+            state = "done" if name == "succeeded" else ("failed" if failed else "current")
+        if state == "failed":
+            stages.append(
+                {
+                    "name": deployment.status,
+                    "label": deployment.get_status_display(),
+                    "state": state,
+                }
+            )
         else:
-            state = "todo"
-        stages.append({"name": name, "label": labels[name], "state": state})
-    if failed:
-        last_done = max((i for i, s in enumerate(stages) if s["state"] == "done"), default=-1)
-        index = min(last_done + 1, len(stages) - 1)
-        stages[index] = {
-            "name": deployment.status,
-            "label": deployment.get_status_display(),
-            "state": "failed",
-        }
+            stages.append({"name": name, "label": labels[name], "state": state})
     return stages
 
 
