@@ -12,11 +12,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import APIKeyHeader, SessionAuth
-from ninja.utils import check_csrf
 
+from dashboard.accounts.apiauth import BrowserSessionAuth, TokenAuth
 from dashboard.accounts.roles import ADMIN, VIEWER, user_has_role
-from dashboard.accounts.services import token_authenticate
 from dashboard.audit.apis import router as audit_router
 from dashboard.aws.errors import AwsError
 from dashboard.deployments.apis import router as deployments_router
@@ -25,39 +23,6 @@ from dashboard.monitoring.apis import router as monitoring_router
 from dashboard.registry.apis import router as registry_router
 from dashboard.registry.names import InvalidName
 from dashboard.registry.uploads import UploadError
-
-
-class TokenAuth(APIKeyHeader):
-    """``Authorization: Token <key>`` with a key from create_api_token."""
-
-    param_name = "Authorization"
-
-    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
-        if not key:
-            return None
-        scheme, _, raw = key.partition(" ")
-        if scheme.lower() != "token" or not raw.strip():
-            return None
-        user = token_authenticate(raw.strip())
-        if user is not None:
-            request.user = user
-        return user
-
-
-class BrowserSessionAuth(SessionAuth):
-    """The signed-in browser session. CSRF is checked only for a request that
-    carries a signed-in session, so an API client with no credentials gets a
-    401 that says how to authenticate, not a CSRF 403."""
-
-    def _get_key(self, request: HttpRequest) -> str | None:
-        key = request.COOKIES.get(self.param_name)
-        if key and request.user.is_authenticated and check_csrf(request) is not None:
-            raise HttpError(
-                403,
-                "CSRF check failed: a signed-in browser session must send the X-CSRFToken "
-                "header from the dashboard's own origin (API clients use a token instead)",
-            )
-        return key
 
 
 def docs_guard(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

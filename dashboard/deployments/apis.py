@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest
 from ninja import Router, Schema, Status
 from pydantic import Field
 
+from dashboard.accounts.apiauth import role_auth
 from dashboard.accounts.permissions import api_require_role
 from dashboard.accounts.roles import DEPLOYER, VIEWER
 from dashboard.deployments.models import Environment
@@ -198,6 +199,7 @@ def environments(request: HttpRequest, model: str) -> list[dict[str, Any]]:
     "needs a second person); 409 while another deployment of the environment is in flight or "
     "it is frozen; 400 for a version that is not valid or a missing required reason; 403 "
     "without the environment's promote role.",
+    auth=role_auth(DEPLOYER),
 )
 def promote(
     request: HttpRequest, model: str, environment: str, payload: PromoteIn
@@ -215,6 +217,7 @@ def promote(
     response={202: DeploymentOut},
     summary="Redeploy the exact pointer that was live before the live deployment",
     description="A reason is required. Rollbacks skip approval and deploy freezes.",
+    auth=role_auth(DEPLOYER),
 )
 def rollback(
     request: HttpRequest, model: str, environment: str, payload: ReasonIn | None = None
@@ -252,6 +255,7 @@ def deployment(request: HttpRequest, deployment_id: int) -> dict[str, Any]:
     "deployments/{deployment_id}/approve",
     response=DeploymentOut,
     summary="Approve a promotion awaiting approval (not your own)",
+    auth=role_auth(DEPLOYER),
 )
 def approve(
     request: HttpRequest, deployment_id: int, payload: ReasonIn | None = None
@@ -271,6 +275,7 @@ def approve(
     "deployments/{deployment_id}/reject",
     response=DeploymentOut,
     summary="Reject a promotion awaiting approval (not your own)",
+    auth=role_auth(DEPLOYER),
 )
 def reject(
     request: HttpRequest, deployment_id: int, payload: ReasonIn | None = None
@@ -298,6 +303,7 @@ class AbortIn(Schema):
     "yet) or rolled_back. ECS stops its service deployment at once; App Runner cannot stop an "
     "operation, so the dashboard follows it to its end and then rolls back. A request still "
     "awaiting approval is withdrawn by its requester (others reject it). 409 when it is final.",
+    auth=role_auth(DEPLOYER),
 )
 def abort(request: HttpRequest, deployment_id: int, payload: AbortIn) -> Status[dict[str, Any]]:
     api_require_role(request, DEPLOYER)

@@ -12,6 +12,7 @@ from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
+from dashboard.accounts.apiauth import role_auth
 from dashboard.accounts.permissions import api_require_role
 from dashboard.accounts.roles import DEPLOYER, VIEWER
 from dashboard.deployments.selectors import environment_list, environment_states, serving_map
@@ -243,6 +244,7 @@ def _plan_out(plan: Any) -> dict[str, Any]:
     "/{model}/uploads",
     response={201: UploadOut},
     summary="Start an upload: presigned S3 multipart URLs, one per part",
+    auth=role_auth(DEPLOYER),
 )
 def upload_create(request: HttpRequest, model: str, payload: UploadIn) -> Status[dict[str, Any]]:
     api_require_role(request, DEPLOYER)
@@ -278,6 +280,7 @@ def upload_status(request: HttpRequest, model: str, upload_id: str) -> dict[str,
     "/{model}/uploads/{upload_id}/complete",
     response={201: VersionOut},
     summary="Complete an upload: the new version, status validating",
+    auth=role_auth(DEPLOYER),
 )
 def upload_finish(
     request: HttpRequest, model: str, upload_id: str, payload: CompleteIn
@@ -294,7 +297,12 @@ def upload_finish(
     return Status(201, version_as_dict(row, environments=[]))
 
 
-@router.delete("/{model}/uploads/{upload_id}", response={204: None}, summary="Cancel an upload")
+@router.delete(
+    "/{model}/uploads/{upload_id}",
+    response={204: None},
+    summary="Cancel an upload",
+    auth=role_auth(DEPLOYER),
+)
 def upload_cancel(request: HttpRequest, model: str, upload_id: str) -> Status[None]:
     api_require_role(request, DEPLOYER)
     validate_model_name(model)

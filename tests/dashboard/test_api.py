@@ -307,3 +307,36 @@ def test_rollback_needs_a_reason(client: Client, registry: Any, personas: Any, b
     )
     assert response.status_code == 400
     assert "needs a reason" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/models/iris/environments/staging/promote"),
+        ("post", "/api/models/iris/environments/staging/rollback"),
+        ("post", "/api/deployments/1/approve"),
+        ("post", "/api/deployments/1/reject"),
+        ("post", "/api/deployments/1/abort"),
+        ("post", "/api/models/iris/uploads"),
+        ("post", "/api/models/iris/uploads/abc/complete"),
+        ("delete", "/api/models/iris/uploads/abc"),
+    ],
+)
+def test_a_viewer_gets_403_before_the_body_is_read(
+    client: Client, registry: Any, personas: Any, method: str, path: str
+) -> None:
+    """Found by QA: a viewer sending a bad body got a 400 about the body."""
+    viewer = token_headers(personas["viewer"])
+    deployer = token_headers(personas["deployer"])
+    answer = getattr(client, method)(
+        path, data="{}", content_type="application/json", headers=viewer
+    )
+    assert answer.status_code == 403, answer.content
+    assert answer.json()["detail"] == "this needs the deployer role"
+    assert (
+        getattr(client, method)(path, data="{}", content_type="application/json").status_code == 401
+    )
+    # a deployer with the same bad body is told about the body (or the missing thing)
+    assert getattr(client, method)(
+        path, data="{}", content_type="application/json", headers=deployer
+    ).status_code in {400, 404, 409}
