@@ -27,9 +27,9 @@ exactly those two, inside the embedded AWS's own process:
     This version honours both parameters and seeks by time (binary search on
     each stream's events, which the stand-in appends in time order), so the
     newest 200 events of a group of a million come back in milliseconds.
-    Filter patterns are still moto's: single terms and quoted phrases;
-    anything else (``?a ?b``, ``-a``, ``{ $.status = 500 }``) matches every
-    event, as in moto.
+    Filter patterns: JSON conditions (``{ $.status >= 500 && $.path = "/predict" }``,
+    see ``JsonFilter``) are matched here; the rest is moto's: single terms and
+    quoted phrases, while ``?a ?b`` and ``-a`` match every event, as in moto.
 
 Nothing here runs in the dashboard or in tests' own processes except the
 embedded AWS's; the dashboard talks to it over HTTP like to AWS.
@@ -40,8 +40,10 @@ from __future__ import annotations
 import base64
 import bisect
 import datetime as dt
+import fnmatch
 import heapq
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -338,6 +340,74 @@ def _decode_token(token: str, group: str) -> tuple[bool, tuple[int, int]] | None
         return None
 
 
+_JSON_CONDITION = re.compile(
+    r"\s*\$\.([A-Za-z0-9_.\[\]-]+)\s*(=|!=|>=|<=|>|<)\s*"
+    r'("(?:[^"\\]|\\.)*"|[^\s&|)]+)\s*'
+)
+
+
+class JsonFilter:
+    """CloudWatch Logs' JSON filter patterns, the common part: ``{ $.a.b OP
+    value }`` with ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, numbers, quoted
+    or bare strings (``*`` as a wildcard), joined by ``&&`` or ``||`` (``&&``
+    first, no parentheses). moto matches every line for these; anything else
+    in braces is refused with the reason instead of matching everything."""
+
+    def __init__(self, pattern: str) -> None:
+        from moto.logs.exceptions import InvalidParameterException
+
+        body = pattern.strip()
+        if not (body.startswith("{") and body.endswith("}")):
+            raise InvalidParameterException(msg="Invalid filter pattern")
+        self.any_of: list[list[tuple[list[str], str, str]]] = []
+        for alternative in body[1:-1].split("||"):
+            conditions = []
+            for text in alternative.split("&&"):
+                match = _JSON_CONDITION.fullmatch(text)
+                if match is None:
+                    raise InvalidParameterException(
+                        msg=f"Invalid filter pattern (the local stack understands "
+                        f"{{ $.field OP value }} joined by && or ||): {text.strip()!r}"
+                    )
+                path, op, value = match.groups()
+                conditions.append((path.split("."), op, value))
+            self.any_of.append(conditions)
+
+    def matches(self, message: str) -> bool:
+        try:
+            document = json.loads(message)
+        except ValueError:
+            return False
+        return any(all(_holds(document, *c) for c in group) for group in self.any_of)
+
+
+def _holds(document: Any, path: list[str], op: str, value: str) -> bool:
+    found = document
+    for part in path:
+        if not isinstance(found, dict) or part not in found:
+            return False
+        found = found[part]
+    if value.startswith('"'):
+        value = json.loads(value)
+    elif re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", value):
+        if isinstance(found, bool) or not isinstance(found, int | float):
+            return op == "!="
+        number = float(value)
+        return {
+            "=": found == number,
+            "!=": found != number,
+            ">": found > number,
+            ">=": found >= number,
+            "<": found < number,
+            "<=": found <= number,
+        }[op]
+    if op not in {"=", "!="} or isinstance(found, dict | list):
+        return False
+    text = found if isinstance(found, str) else json.dumps(found)
+    equal = fnmatch.fnmatchcase(text, value) if "*" in value else text == value
+    return equal if op == "=" else not equal
+
+
 def _filter_log_events_response(self: Any) -> str:
     from moto.logs.exceptions import InvalidParameterException, ResourceNotFoundException
     from moto.logs.utils import EventMessageFilter
@@ -382,7 +452,9 @@ def _filter_log_events_response(self: Any) -> str:
         for name, s in list(group.streams.items())
         if (not names or name in names) and (not prefix or name.startswith(prefix))
     ]
-    matcher = EventMessageFilter(pattern)
+    matcher: Any = (
+        JsonFilter(pattern) if pattern.strip().startswith("{") else EventMessageFilter(pattern)
+    )
     merged = heapq.merge(
         *(_stream_iter(s, start, end, newest_first, after) for s in streams),
         key=lambda item: item[0],
