@@ -337,7 +337,9 @@ def _check_pickle_opcodes(data: bytes, name: str) -> None:
                     f"{name} is a pickle that calls {_shown(str(argument))}, not only tensors",
                 )
     except ValueError as exc:
-        raise UnsafeArtifact("pickle", f"{name} is not a readable pickle") from exc
+        raise UnsafeArtifact(
+            "pickle", f"{name} is a malformed pickle or one the safety check cannot read through"
+        ) from exc
 
 
 def _check_program(document: Any, name: str) -> None:
@@ -450,6 +452,11 @@ def check_torchscript(source: str | IO[bytes]) -> None:
     except zipfile.BadZipFile as exc:
         raise NotAnArchive("it is not a zip archive") from exc
     with archive:
+        names = {i.filename.split("/", 1)[-1] for i in archive.infolist()}
+        if "code/__torch__.py" not in names and (
+            "archive_format" in names or "serialized_exported_program.json" in names
+        ):
+            raise NotAnArchive("it is a torch.export archive (.pt2), not TorchScript")
         total = 0
         for info in archive.infolist():
             parts = info.filename.split("/")

@@ -90,3 +90,17 @@ def test_quantized_models_with_packed_weights_still_load(tmp_path: Path) -> None
     module = load_module(path, "torchscript")
 
     assert tuple(module(torch.zeros(1, 4)).shape) == (1, 3)
+
+
+def test_a_pt2_declared_as_torchscript_says_what_it_is(tmp_path: Path) -> None:
+    # Found by QA: the loader's own "PytorchStreamReader failed locating file
+    # constants.pkl" reached the user; the reverse mistake was already clear.
+    from inference.artifact_safety import NotAnArchive, check_torchscript
+
+    exported = tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(Affine().eval(), (torch.zeros(1, 4),)), str(exported))
+    with pytest.raises(NotAnArchive, match=r"it is a torch\.export archive \(\.pt2\)"):
+        check_torchscript(str(exported))
+    scripted = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(Affine().eval()), str(scripted))
+    check_torchscript(str(scripted))  # a real TorchScript archive passes
