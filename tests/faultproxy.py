@@ -7,6 +7,10 @@ at the network edge without patching the project's own code.
         proxy.fail(target="AmazonSSM.PutParameter", times=3, status=400,
                    code="AccessDeniedException")
         ... point AWS_ENDPOINT_URL at proxy.url ...
+
+``drop=True`` closes the connection without any answer instead (httpx:
+"Server disconnected without sending a response"), as a restarting server or
+a load balancer may. It also stands in front of the dashboard itself.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Rule:
     status: int
     code: str
     message: str
+    drop: bool = False
     hits: int = 0
 
 
@@ -58,8 +63,9 @@ class FaultProxy:
         status: int = 400,
         code: str = "ThrottlingException",
         message: str = "Rate exceeded",
+        drop: bool = False,
     ) -> Rule:
-        rule = Rule(target, path_contains, method, times, status, code, message)
+        rule = Rule(target, path_contains, method, times, status, code, message, drop)
         with self._lock:
             self.rules.append(rule)
         return rule
@@ -81,6 +87,9 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.seen.append(target or f"{self.command} {self.path}")
                     rule = proxy._match(target, self.path, self.command)
+                if rule is not None and rule.drop:
+                    self.close_connection = True
+                    return
                 if rule is not None:
                     self._error(rule, target)
                     return

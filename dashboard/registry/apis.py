@@ -10,7 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from dashboard.accounts.apiauth import role_auth
 from dashboard.accounts.permissions import api_require_role
@@ -51,7 +51,8 @@ class ModelOut(Schema):
 
 
 class InputSignature(Schema):
-    shape: list[int]
+    # Strict: JSON true is not the number 1 (nor 4.0 a dimension).
+    shape: list[StrictInt]
     dtype: str
 
 
@@ -178,7 +179,7 @@ def versions(request: HttpRequest, model: str, params: Query[VersionQuery]) -> H
 class UploadIn(Schema):
     version: str = Field(..., min_length=1, max_length=200)
     filename: str = Field(..., min_length=1, max_length=200)
-    size: int = Field(..., description="bytes")
+    size: StrictInt = Field(..., description="bytes (an integer; true or 1.5 are refused)")
     sha256: str | None = Field(
         None, max_length=100, description="hex; may instead come at completion"
     )
@@ -213,7 +214,7 @@ class UploadOut(Schema):
 
 
 class CompletedPart(Schema):
-    part_number: int
+    part_number: StrictInt
     etag: str = Field(..., max_length=200)
 
 

@@ -36,14 +36,21 @@ def validate_sha256(value: object) -> str:
     return value
 
 
-def validate_artifact_name(value: object) -> str:
-    if (
-        not isinstance(value, str)
-        or _ARTIFACT_RE.fullmatch(value) is None
-        or value == "manifest.json"
-    ):
+def validate_artifact_name(value: object, *, field: str = "artifact") -> str:
+    """A plain file name; ``field`` names it in the error (``filename`` in an upload)."""
+    if not isinstance(value, str):
+        raise ManifestError(f"{field} must be a string")
+    if "/" in value or "\\" in value or value in {".", ".."}:
         raise ManifestError(
-            "artifact must be a plain file name (letters, digits, '.', '_', '-'), not manifest.json"
+            f"{field} must be a plain file name without a path (no '/', '\\' or '..'), "
+            f"e.g. model.pt; got {value[:100]!r}"
+        )
+    if value == MANIFEST_FILE:
+        raise ManifestError(f"{field} must not be {MANIFEST_FILE} (the dashboard writes that one)")
+    if _ARTIFACT_RE.fullmatch(value) is None:
+        raise ManifestError(
+            f"{field} must be a plain file name of letters, digits, '.', '_' and '-' "
+            f"(starting with a letter or digit, at most 128 characters); got {value[:100]!r}"
         )
     return value
 

@@ -104,7 +104,7 @@ def upload_start(
     try:
         validate_model_name(model)
         validate_version_name(version)
-        filename = validate_artifact_name(filename)
+        filename = validate_artifact_name(filename, field="filename")
         shape, dtype = validate_input_signature(input_shape, input_dtype)
         if sha256:
             sha256 = validate_sha256(sha256.lower())

@@ -129,3 +129,78 @@ def test_the_ci_tool_renews_an_expired_part_url(
     assert sorted(n for n, status in _S3Front.puts if status == 200) == [1, 2]
     row = ModelVersion.objects.get(model_name="iris", version="tool-1")
     assert row.sha256 == hashlib.sha256(data).hexdigest() and row.size == len(data)
+
+
+def _run_tool(argv: list[str], result: dict[str, Any]) -> None:
+    try:
+        result["rc"] = upload_main(argv)
+    except SystemExit as exc:  # the tool's own error exits
+        result["rc"] = exc.code
+    except BaseException as exc:  # a traceback in CI: the defect this guards against
+        result["error"] = exc
+
+
+def test_wait_survives_a_dropped_connection_and_a_rerun_is_a_success(
+    aws: str,
+    live_server: Any,
+    personas: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After `complete` the version exists: a poll that loses its connection
+    (or meets a 503 while the dashboard restarts) is retried, and a CI re-run
+    of the same file finds it already uploaded instead of failing on 409."""
+    from django.db import connections
+
+    from tests.faultproxy import FaultProxy
+
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+    data = os.urandom(4096)
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    key = token_headers(personas["deployer"])["Authorization"].split(" ", 1)[1]
+    monkeypatch.setenv("MODELDECK_TOKEN", key)
+    with FaultProxy(live_server.url) as proxy:
+        dropped = proxy.fail(path_contains="/versions", method="GET", drop=True)
+        unavailable = proxy.fail(path_contains="/versions", method="GET", status=503)
+        argv = ["iris", "tool-2", str(path), "--shape", "4", "--wait", "--url", proxy.url]
+        argv += ["--poll-seconds", "0.05"]
+        result: dict[str, Any] = {}
+        worker = threading.Thread(target=_run_tool, args=(argv, result))
+        worker.start()
+        # No Celery worker here: the test plays the validator once both faults
+        # were met (the tool is still polling then).
+        for _ in range(600):
+            if unavailable.hits and not result:
+                break
+            time.sleep(0.05)
+        assert dropped.hits == 1 and unavailable.hits == 1, result
+        ModelVersion.objects.filter(model_name="iris", version="tool-2").update(
+            status=ModelVersion.Status.VALID
+        )
+        worker.join(60)
+        assert not worker.is_alive()
+        assert result == {"rc": 0}
+        out = capsys.readouterr()
+        assert "tool-2: valid" in out.out
+        assert "RemoteProtocolError" in out.err and "HTTP 503" in out.err
+
+        # The CI job is re-run: same file, same version.
+        assert upload_main(argv) == 0
+        out = capsys.readouterr()
+        assert "already uploaded with the same SHA-256" in out.out
+        assert "tool-2: valid" in out.out
+        assert ModelVersion.objects.filter(model_name="iris", version="tool-2").count() == 1
+
+        # A different file under the same version is a real conflict.
+        path.write_bytes(os.urandom(4096))
+        assert upload_main(argv) == 3
+        assert "different SHA-256" in capsys.readouterr().err
+
+        # Validation that does not end within --wait-timeout: exit 4, the
+        # upload itself done.
+        argv = ["iris", "tool-3", str(path), "--shape", "4", "--wait", "--url", proxy.url]
+        assert upload_main(argv + ["--poll-seconds", "0.05", "--wait-timeout", "0.3"]) == 4
+        assert "validation had not ended" in capsys.readouterr().err
+        assert ModelVersion.objects.get(model_name="iris", version="tool-3").status == "validating"

@@ -120,9 +120,20 @@ def test_resume_lists_parts_already_uploaded(
         ({"version": "v 1"}, "invalid version name"),
         ({"version": "x" * 500}, "version"),
         ({"version": "v\u0131"}, "invalid version name"),
-        ({"filename": "../model.pt"}, "artifact"),
-        ({"filename": "manifest.json"}, "artifact"),
+        ({"filename": "../model.pt"}, "filename must be a plain file name without a path"),
+        ({"filename": "../../etc/passwd"}, "filename must be a plain file name without a path"),
+        ({"filename": "dir\\model.pt"}, "without a path"),
+        ({"filename": ".."}, "without a path"),
+        ({"filename": "manifest.json"}, "filename must not be manifest.json"),
+        ({"filename": "-x.pt"}, "filename must be a plain file name of letters"),
         ({"size": 0}, "size"),
+        # JSON booleans and fractions are not byte counts (pydantic would
+        # otherwise take true as 1 and reserve the name).
+        ({"size": True}, "size: Input should be a valid integer"),
+        ({"size": False}, "size: Input should be a valid integer"),
+        ({"size": 100.0}, "size: Input should be a valid integer"),
+        ({"size": "100"}, "size: Input should be a valid integer"),
+        ({"input": {"shape": [True], "dtype": "float32"}}, "input.shape.0"),
         ({"size": -5}, "size"),
         ({"size": 10**15}, "over the limit"),
         ({"sha256": "abc"}, "sha256"),
@@ -200,6 +211,22 @@ def test_bad_part_lists_are_refused_and_the_upload_stays_open(
     assert response.status_code == 400 and needle in response.json()["detail"]
     assert ModelVersion.objects.get(version="1.0").status == "uploading"
     assert s3.head_object(bucket="test-models", key="models/iris/1.0/model.pt") is None
+
+
+def test_a_boolean_part_number_is_refused(client: Client, aws: str, personas: Any) -> None:
+    data = b"x" * 100
+    plan = start(client, personas["deployer"], data).json()
+    (done,) = put_parts(plan, data)
+    response = api(
+        client,
+        "post",
+        f"iris/uploads/{plan['upload_id']}/complete",
+        personas["deployer"],
+        {"parts": [{"part_number": True, "etag": done["etag"]}]},
+    )
+    assert response.status_code == 400
+    assert "parts.0.part_number: Input should be a valid integer" in response.json()["detail"]
+    assert ModelVersion.objects.get(version="1.0").status == "uploading"
 
 
 def test_wrong_etag_is_refused_by_s3(

@@ -171,6 +171,25 @@ def stored_upload(page: Any, version: str) -> dict[str, Any] | None:
     )
 
 
+def test_a_small_file_is_described_by_its_own_size(
+    local_stack: LocalStack, context: Any, tmp_path: Path
+) -> None:
+    """A 4 kB file is one part of up to 5 MiB: the page speaks of the file's
+    4.1 kB, not of the part size, and does not round what it sent to 0.0 MB."""
+    small = tmp_path / "small.pt"
+    small.write_bytes(secrets.token_bytes(4096))
+    page = sign_in(context, local_stack)
+    open_upload_page(page, local_stack)
+    fill_form(page, version=new_version(), file=small)
+    page.click("#upload-start")
+    page.locator("#upload-done").wait_for(state="visible", timeout=60_000)
+    assert page.locator("#upload-note").inner_text() == "Uploading 4.1 kB in 1 part."
+    assert re.fullmatch(
+        r"4\.1 kB sent in \d+ s \([\d.]+ (MB|kB|B)/s on average\)\.",
+        page.locator("#upload-stats").inner_text(),
+    ), page.locator("#upload-stats").inner_text()
+
+
 @pytest.mark.parametrize("hashing", ["native", "chunked"])
 def test_upload_with_progress(
     local_stack: LocalStack, context: Any, api: httpx.Client, model_file: ModelFile, hashing: str
@@ -201,14 +220,17 @@ def test_upload_with_progress(
     assert progress["bar"] and progress["bar"] == sorted(progress["bar"]), progress["bar"]
     assert progress["bar"][-1] == 100
     total = f"{model_file.size / 1e6:.1f} MB"
-    live = rf"^[\d.]+ MB of {re.escape(total)} · [\d.]+ MB/s · .+ left"
+    live = rf"^[\d.]+ MB of {re.escape(total)} · [\d.]+ (MB|kB|B)/s · .+ left"
     assert any(re.search(live, text) for text in progress["stats"]), progress["stats"]
     assert re.fullmatch(
-        rf"{re.escape(total)} sent in \d+ s \([\d.]+ MB/s on average\)\.",
+        rf"{re.escape(total)} sent in \d+ s \([\d.]+ (MB|kB|B)/s on average\)\.",
         page.locator("#upload-stats").inner_text(),
     )
     assert sorted(puts) == list(range(1, model_file.part_count + 1))
     assert stored_upload(page, version) is None
+    assert page.locator("#upload-note").inner_text() == (
+        f"Uploading {total} in 5 parts of up to 5.2 MB, 6 at a time."
+    )
 
     row = wait_valid(api, version)
     assert row["status"] == "valid", row

@@ -151,7 +151,13 @@
     status === 429 || status >= 500;
 
   // --- Progress ---------------------------------------------------------------
-  const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+  // Sizes as people read them: bytes, kB or MB (decimal units). `unitOf`
+  // picks the unit from another size, so "x of y" share one unit.
+  function bytesText(bytes, unitOf = bytes) {
+    if (unitOf < 1e3) return `${Math.round(bytes)} B`;
+    if (unitOf < 1e6) return `${(bytes / 1e3).toFixed(1)} kB`;
+    return `${(bytes / 1e6).toFixed(1)} MB`;
+  }
   function duration(seconds) {
     if (!Number.isFinite(seconds)) return "…";
     if (seconds < 60) return `${Math.ceil(seconds)} s`;
@@ -181,7 +187,8 @@
         const [t0, b0] = samples[0];
         const speed = now > t0 ? (done - b0) / ((now - t0) / 1000) : 0;
         ui.bar.value = size ? (100 * done) / size : 100;
-        ui.stats.textContent = `${mb(done)} of ${mb(size)} · ${mb(speed)}/s · ` +
+        ui.stats.textContent = `${bytesText(done, size)} of ${bytesText(size)} · ` +
+          `${bytesText(speed)}/s · ` +
           `${speed > 0 ? duration((size - done) / speed) : "…"} left` +
           (hashed < size ? ` · SHA-256 ${Math.floor((100 * hashed) / size)}%` : "");
       },
@@ -297,8 +304,8 @@
       .map(([part_number, etag]) => ({ part_number, etag }));
     const version = await api("POST", `/${plan.upload_id}/complete`, { parts, sha256 });
     const seconds = (performance.now() - started) / 1000;
-    ui.stats.textContent = `${mb(size - doneBytes)} sent in ${duration(seconds)} ` +
-      `(${mb((size - doneBytes) / seconds)}/s on average).`;
+    ui.stats.textContent = `${bytesText(size - doneBytes)} sent in ${duration(seconds)} ` +
+      `(${bytesText((size - doneBytes) / seconds)}/s on average).`;
     return version;
   }
 
@@ -314,7 +321,8 @@
     if (!file) throw new Error("Choose the model file to upload.");
     if (file.size === 0) throw new Error(`${file.name} is empty.`);
     if (file.size > maxBytes) {
-      throw new Error(`${file.name} is ${mb(file.size)}, over the limit of ${mb(maxBytes)}.`);
+      throw new Error(
+        `${file.name} is ${bytesText(file.size)}, over the limit of ${bytesText(maxBytes)}.`);
     }
     const shapeText = String(data.get("shape") || "").trim();
     const shape = shapeText.split(",").map((s) => s.trim());
@@ -383,8 +391,11 @@
     }
     remember({ upload_id: plan.upload_id, model, version: body.version, name: file.name,
       size: file.size, lastModified: file.lastModified });
-    ui.note.textContent = `Uploading ${plan.part_count} part${plan.part_count === 1 ? "" : "s"} ` +
-      `of ${mb(plan.part_size)}, ${PARALLEL} at a time.`;
+    // The file's own size: part_size is only what a part holds at most.
+    ui.note.textContent = plan.part_count === 1
+      ? `Uploading ${bytesText(plan.size)} in 1 part.`
+      : `Uploading ${bytesText(plan.size)} in ${plan.part_count} parts of up to ` +
+        `${bytesText(plan.part_size)}, ${PARALLEL} at a time.`;
     return plan;
   }
 
