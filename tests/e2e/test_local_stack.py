@@ -148,7 +148,20 @@ def test_ci_upload_tool_publishes_a_valid_version(local_stack: LocalStack, tmp_p
         text=True,
         timeout=60,
     )
-    assert again.returncode != 0 and "already exists" in again.stderr
+    # A CI job re-run with the same file finds it there (nothing to do) ...
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already uploaded with the same SHA-256" in again.stdout
+    # ... and a different file under the same name is a conflict retrying cannot fix.
+    other = tmp_path / "other.pt"
+    other.write_bytes(demo.read_bytes() + b"\0")
+    conflict = subprocess.run(
+        [sys.executable, str(tool), "iris", "from-ci-1", str(other), "--shape", "4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert conflict.returncode == 3, conflict.stdout + conflict.stderr
 
 
 def test_validation_runs_in_its_own_worker_without_aws_credentials(
