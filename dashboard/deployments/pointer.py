@@ -84,21 +84,6 @@ def _text(value: object, *, limit: int) -> str:
     return _CONTROL_RE.sub("", value)[:limit]
 
 
-# What a pointer must name (CONTRACT.md section 2); promoted_by, promoted_at
-# and reason are optional.
-REQUIRED_FIELDS = (
-    "model",
-    "version",
-    "bucket",
-    "key",
-    "s3_version_id",
-    "sha256",
-    "size",
-    "format",
-    "input",
-)
-
-
 def pointer_parse(value: str, *, model: str | None = None) -> dict[str, Any]:
     """Parse and check a stored pointer; return only the contract's fields.
 
@@ -116,7 +101,8 @@ def pointer_parse(value: str, *, model: str | None = None) -> dict[str, Any]:
         raise PointerInvalid("the pointer is not a JSON object")
     if data.get("schema") != 1:
         raise PointerInvalid("the pointer's schema must be 1")
-    missing = [field for field in REQUIRED_FIELDS if field not in data]
+    # Everything that says what it serves; promoted_by, promoted_at and reason are optional.
+    missing = [field for field in PINNED_FIELDS if field not in data]
     if missing:
         raise PointerInvalid(f"the pointer lacks {', '.join(missing)}")
     try:
