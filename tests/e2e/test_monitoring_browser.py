@@ -117,7 +117,13 @@ def test_charts_with_a_deployment_marker_and_request_lines(
             assert time.monotonic() < deadline, "the charts never showed the traffic and the marker"
             time.sleep(5)
         # Every chart is drawn (a canvas each), the latency one from the
-        # stand-in's pre-computed percentiles.
+        # stand-in's pre-computed percentiles. They are drawn one after the
+        # other, so wait for the last before counting.
+        page.wait_for_function(
+            "document.querySelectorAll('section.chart canvas').length >="
+            " document.querySelectorAll('section.chart').length",
+            timeout=30_000,
+        )
         assert (
             page.locator("section.chart canvas").count()
             == page.locator("section.chart").count()
